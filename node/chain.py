@@ -1,0 +1,458 @@
+"""The node's chain: genesis, block building, block import, and state reads.
+
+All writes of one block (state trie nodes, header, body, receipts, indexes,
+canonical head) go into an in-memory overlay and reach the database in a
+single atomic batch (:meth:`Chain._commit`). A node killed at any instant
+therefore restarts on the last fully written block, never a half-written one.
+
+Methods here block (py-evm execution, LevelDB reads): the node calls them on
+one dedicated executor thread, never on the event loop, and never two at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import rlp
+from eth.abc import (
+    AtomicDatabaseAPI,
+    BlockAPI,
+    BlockHeaderAPI,
+    ReceiptAPI,
+    SignedTransactionAPI,
+    StateAPI,
+)
+from eth.constants import BLANK_ROOT_HASH
+from eth.db.atomic import AtomicDB
+from eth.db.batch import BatchDB
+from eth.exceptions import (
+    BlockNotFound,
+    CanonicalHeadNotFound,
+    HeaderNotFound,
+    TransactionNotFound,
+)
+from eth.rlp.accounts import Account
+from eth.vm.forks.prague.transactions import PragueTransactionBuilder
+from eth_hash.auto import keccak
+from eth_typing import Address, BlockNumber, Hash32
+from eth_utils import ValidationError, encode_hex
+from trie import HexaryTrie
+
+from consensus.errors import InvalidBlock, InvalidTransaction, StorageError
+from consensus.genesis import Genesis
+from consensus.seal import (
+    ExtraData,
+    compute_seal_digest,
+    compute_validators_hash,
+    encode_extra_data,
+    get_extra_data,
+    replace_extra_data,
+    sign_seal,
+)
+from node.evm import PolderBlock, PolderHeader, PolderMiningChain, decode_header
+
+POST_MERGE_NONCE = b"\x00" * 8
+ZERO_HASH = b"\x00" * 32
+
+
+@dataclass(frozen=True)
+class Excluded:
+    """A transaction the block builder left out, and why."""
+
+    tx_hash: bytes
+    reason: str
+
+
+@dataclass(frozen=True)
+class BuiltBlock:
+    """A block executed by this node, ready to be sealed and committed."""
+
+    block: BlockAPI
+    receipts: tuple[ReceiptAPI, ...]
+    excluded: tuple[Excluded, ...]
+    """Transactions that turned invalid or reverted against the block's state."""
+
+
+@dataclass(frozen=True)
+class TransactionLocation:
+    """Where a transaction sits in the canonical chain."""
+
+    block_number: int
+    index: int
+
+
+def encode_genesis_extra_data(validators: Sequence[bytes]) -> bytes:
+    """Return block 0's extraData: the initial set, committing to itself as next set."""
+    return encode_extra_data(
+        ExtraData(
+            vanity=compute_validators_hash(validators),
+            validators=tuple(validators),
+            vote=(),
+            round=0,
+            seals=(),
+        )
+    )
+
+
+def compute_genesis_params(genesis: Genesis) -> dict[str, Any]:
+    """Return py-evm header parameters of block 0 (everything but the state root)."""
+    return {
+        "difficulty": 0,
+        "gas_limit": genesis.gas_limit,
+        "timestamp": genesis.timestamp,
+        "extra_data": encode_genesis_extra_data([v.address for v in genesis.validators]),
+        "nonce": POST_MERGE_NONCE,
+        "coinbase": b"\x00" * 20,
+    }
+
+
+def compute_genesis_state(genesis: Genesis) -> Any:
+    """Return py-evm's genesis state dict from the allocations."""
+    return {
+        address: {
+            "balance": account.balance,
+            "nonce": account.nonce,
+            "code": account.code,
+            "storage": dict(account.storage),
+        }
+        for address, account in genesis.alloc.items()
+    }
+
+
+def recover_sender(transaction: SignedTransactionAPI) -> bytes:
+    """Return the sender of a signed transaction, as :class:`InvalidTransaction`."""
+    try:
+        return transaction.sender
+    except Exception as exc:  # eth-keys raises several types for bad signatures
+        raise InvalidTransaction(f"invalid signature: {exc}") from exc
+
+
+def validate_deploy_permission(transaction: SignedTransactionAPI, admins: frozenset[bytes]) -> None:
+    """Raise :class:`InvalidTransaction` for a contract creation by a non-admin key."""
+    if transaction.to == b"" and recover_sender(transaction) not in admins:
+        raise InvalidTransaction(
+            "contract deployment is permissioned: only municipal admin keys listed in "
+            "genesis may deploy",
+            sender=encode_hex(recover_sender(transaction)),
+        )
+
+
+def decode_revert_reason(output: bytes) -> str:
+    """Decode Solidity/Vyper ``Error(string)`` revert data, or describe raw data."""
+    if output[:4] == bytes.fromhex("08c379a0") and len(output) >= 68:
+        length = int.from_bytes(output[36:68], "big")
+        return output[68 : 68 + length].decode("utf-8", errors="replace")
+    if output:
+        return f"reverted with data {encode_hex(output)}"
+    return "reverted without a reason"
+
+
+class Chain:
+    """One node's view of the chain, over an atomic database."""
+
+    def __init__(self, db: AtomicDatabaseAPI, genesis: Genesis) -> None:
+        self.genesis = genesis
+        self._db = db
+        self._overlay = BatchDB(db)
+        self._chain_class = make_chain_class(genesis.chain_id)
+        self._validators = tuple(v.address for v in genesis.validators)
+        self._evm = self._open()
+
+    # -- set-up -----------------------------------------------------------
+
+    def _open(self) -> PolderMiningChain:
+        """Open the py-evm chain over the overlay, creating block 0 if the DB is empty."""
+        expected = compute_genesis_hash(self.genesis)
+        view = AtomicDB(self._overlay)
+        try:
+            evm = self._chain_class(view)
+            stored = evm.chaindb.get_canonical_block_hash(BlockNumber(0))
+        except (CanonicalHeadNotFound, HeaderNotFound):
+            evm = self._chain_class.from_genesis(  # type: ignore[assignment]
+                view, compute_genesis_params(self.genesis), compute_genesis_state(self.genesis)
+            )
+            self._commit()
+            stored = evm.chaindb.get_canonical_block_hash(BlockNumber(0))
+        if stored != expected:
+            raise StorageError(
+                f"the data directory holds another chain (genesis {encode_hex(stored)}, "
+                f"this genesis.json gives {encode_hex(expected)}); use an empty data directory",
+            )
+        evm.consensus_context.validators_for = self.get_validators_for  # type: ignore[attr-defined]
+        return evm
+
+    def _commit(self) -> None:
+        """Write everything staged in the overlay to disk in one atomic batch."""
+        with self._db.atomic_batch() as batch:
+            self._overlay.commit_to(batch, apply_deletes=True)
+
+    def _discard(self) -> None:
+        """Drop staged writes after a failed build or import, and reload the head."""
+        self._overlay.clear()
+        self._evm = self._open()
+
+    # -- rules --------------------------------------------------------------
+
+    def get_validators_for(self, header: BlockHeaderAPI) -> Sequence[bytes]:
+        """Return the validator set that must seal ``header``.
+
+        Fixed by genesis for now; set changes by on-chain vote take effect at
+        defined heights (validator governance) and will be read from state here.
+        """
+        del header
+        return self._validators
+
+    @property
+    def validators(self) -> tuple[bytes, ...]:
+        """The validator set in force at the head."""
+        return self._validators
+
+    # -- reads ----------------------------------------------------------------
+
+    @property
+    def head(self) -> BlockHeaderAPI:
+        """The header of the latest committed block."""
+        return self._evm.get_canonical_head()
+
+    @property
+    def genesis_hash(self) -> Hash32:
+        return self._evm.chaindb.get_canonical_block_hash(BlockNumber(0))
+
+    def get_header_by_number(self, number: int) -> BlockHeaderAPI:
+        """Return the canonical header at ``number``; raise :class:`HeaderNotFound`."""
+        block_hash = self._evm.chaindb.get_canonical_block_hash(BlockNumber(number))
+        return self.get_header_by_hash(block_hash)
+
+    def get_header_by_hash(self, block_hash: bytes) -> BlockHeaderAPI:
+        return self._evm.chaindb.get_block_header_by_hash(Hash32(block_hash))
+
+    def is_canonical(self, header: BlockHeaderAPI) -> bool:
+        try:
+            return self._evm.chaindb.get_canonical_block_hash(header.block_number) == header.hash
+        except HeaderNotFound:
+            return False
+
+    def get_block(self, header: BlockHeaderAPI) -> BlockAPI:
+        return self._evm.get_block_by_header(header)
+
+    def get_receipts(self, header: BlockHeaderAPI) -> tuple[ReceiptAPI, ...]:
+        vm_class = self._evm.get_vm_class(header)
+        return tuple(self._evm.chaindb.get_receipts(header, vm_class.get_receipt_builder()))
+
+    def get_transaction_location(self, tx_hash: bytes) -> TransactionLocation:
+        """Return where a transaction is; raise :class:`TransactionNotFound`."""
+        number, index = self._evm.chaindb.get_transaction_index(Hash32(tx_hash))
+        return TransactionLocation(block_number=number, index=index)
+
+    def get_state(self, header: BlockHeaderAPI) -> StateAPI:
+        """Return the state after ``header``'s block."""
+        return self._evm.get_vm(header).state
+
+    def get_next_header(self, parent: BlockHeaderAPI, **params: Any) -> BlockHeaderAPI:
+        """Return a header for a block on top of ``parent`` (for calls and building)."""
+        return self._evm.create_header_from_parent(parent, **params)
+
+    def decode_transaction(self, raw: bytes) -> SignedTransactionAPI:
+        """Decode a raw (legacy or typed) transaction; raise :class:`InvalidTransaction`."""
+        try:
+            return PragueTransactionBuilder.decode(raw)
+        except Exception as exc:  # rlp and py-evm raise many types for junk bytes
+            raise InvalidTransaction(f"transaction does not decode: {exc}") from exc
+
+    def get_account_proof(
+        self, address: bytes, slots: Iterable[int], header: BlockHeaderAPI
+    ) -> dict[str, Any]:
+        """Return EIP-1186 proof data for ``address`` and ``slots`` at ``header``."""
+        state_trie = HexaryTrie(self._overlay, header.state_root)
+        try:
+            account_proof = state_trie.get_proof(keccak(address))
+        except Exception as exc:  # a pruned or missing node means the height is gone
+            raise StorageError(
+                f"state at block {header.block_number} is not retained: {exc}"
+            ) from exc
+        state = self.get_state(header)
+        encoded = state_trie.get(keccak(address))
+        storage_root = (
+            rlp.decode(encoded, sedes=Account).storage_root if encoded else BLANK_ROOT_HASH
+        )
+        storage_trie = HexaryTrie(self._overlay, storage_root)
+        storage = []
+        for slot in slots:
+            key = slot.to_bytes(32, "big")
+            storage.append(
+                {
+                    "key": slot,
+                    "value": state.get_storage(Address(address), slot),
+                    "proof": [rlp.encode(node) for node in storage_trie.get_proof(keccak(key))],
+                }
+            )
+        return {
+            "address": address,
+            "balance": state.get_balance(Address(address)),
+            "nonce": state.get_nonce(Address(address)),
+            "codeHash": state.get_code_hash(Address(address)),
+            "storageHash": storage_root,
+            "accountProof": [rlp.encode(node) for node in account_proof],
+            "storageProof": storage,
+        }
+
+    # -- writes -----------------------------------------------------------
+
+    def build_block(
+        self,
+        transactions: Sequence[SignedTransactionAPI],
+        *,
+        timestamp: int,
+        coinbase: bytes,
+        round_number: int = 0,
+    ) -> BuiltBlock:
+        """Execute ``transactions`` in one batch on top of the head; do not commit.
+
+        Transactions that became invalid, or that revert, are left out and
+        reported: a reverting transaction never enters a block.
+        """
+        parent = self.head
+        extra = ExtraData(
+            vanity=compute_validators_hash(self._validators),
+            validators=self._validators,
+            vote=(),
+            round=round_number,
+            seals=(),
+        )
+        header = self.get_next_header(
+            parent,
+            timestamp=max(timestamp, parent.timestamp + 1),
+            coinbase=coinbase,
+            gas_limit=parent.gas_limit,
+            extra_data=encode_extra_data(extra),
+        )
+        vm = self._evm.get_vm(header)
+        included: list[SignedTransactionAPI] = []
+        receipts: list[ReceiptAPI] = []
+        excluded: list[Excluded] = []
+        for transaction in transactions:
+            if transaction.gas > header.gas_limit - header.gas_used:
+                continue  # stays in the mempool for the next block
+            # vm.apply_transaction would lock the journal first, so a reverting
+            # transaction could no longer be rolled back; do its steps by hand.
+            try:
+                validate_deploy_permission(transaction, self.genesis.admins)
+                vm.validate_transaction_against_header(header, transaction)
+            except (ValidationError, InvalidTransaction) as exc:
+                excluded.append(Excluded(transaction.hash, str(exc)))
+                continue
+            vm.state.lock_changes()
+            snapshot = vm.state.snapshot()
+            try:
+                computation = vm.state.apply_transaction(transaction)
+            except ValidationError as exc:
+                vm.state.revert(snapshot)
+                excluded.append(Excluded(transaction.hash, str(exc)))
+                continue
+            if computation.is_error:
+                vm.state.revert(snapshot)
+                excluded.append(
+                    Excluded(transaction.hash, decode_revert_reason(computation.output))
+                )
+                continue
+            vm.state.commit(snapshot)
+            receipt = vm.make_receipt(header, transaction, computation, vm.state)
+            vm.validate_receipt(receipt)
+            header = vm.add_receipt_to_header(header, receipt)
+            included.append(transaction)
+            receipts.append(receipt)
+        block = vm.set_block_transactions_and_withdrawals(
+            vm.get_block(), header, included, receipts
+        )
+        try:
+            mined = vm.mine_block(block).block
+        except Exception:
+            self._discard()
+            raise
+        return BuiltBlock(block=mined, receipts=tuple(receipts), excluded=tuple(excluded))
+
+    def seal_block(self, block: BlockAPI, seals: Sequence[bytes]) -> BlockAPI:
+        """Return ``block`` with ``seals`` placed in its extraData."""
+        fields = PolderHeader.serialize(block.header)
+        sealed_extra = get_extra_data(fields)
+        sealed = replace_extra_data(
+            fields,
+            ExtraData(
+                vanity=sealed_extra.vanity,
+                validators=sealed_extra.validators,
+                vote=sealed_extra.vote,
+                round=sealed_extra.round,
+                seals=tuple(seals),
+            ),
+        )
+        header = PolderHeader.deserialize(sealed)
+        return block.copy(header=header)
+
+    def sign_block(self, block: BlockAPI, private_key: bytes) -> bytes:
+        """Return this validator's committed seal over ``block``."""
+        return sign_seal(compute_seal_digest(PolderHeader.serialize(block.header)), private_key)
+
+    def commit_built_block(self, block: BlockAPI) -> None:
+        """Persist a sealed block this node built (its state is already staged)."""
+        try:
+            self._evm.persist_block(block, perform_validation=True)
+        except ValidationError as exc:
+            self._discard()
+            raise InvalidBlock(f"built block does not validate: {exc}") from exc
+        except Exception:
+            self._discard()
+            raise
+        self._commit()
+        self._evm.header = self._evm.create_header_from_parent(block.header)
+
+    def import_block(self, block: BlockAPI) -> None:
+        """Validate, execute and persist a sealed block received from elsewhere."""
+        for transaction in block.transactions:
+            try:
+                validate_deploy_permission(transaction, self.genesis.admins)
+            except InvalidTransaction as exc:
+                raise InvalidBlock(f"block #{block.number}: {exc.message}") from exc
+        try:
+            self._evm.import_block(block, perform_validation=True)
+        except (ValidationError, BlockNotFound, HeaderNotFound) as exc:
+            self._discard()
+            raise InvalidBlock(f"block #{block.number} rejected: {exc}") from exc
+        except Exception:
+            self._discard()
+            raise
+        self._commit()
+
+    def decode_block(self, raw: bytes) -> BlockAPI:
+        """Decode an RLP block; raise :class:`InvalidBlock` for junk."""
+        try:
+            block: BlockAPI = rlp.decode(raw, sedes=PolderBlock)
+        except Exception as exc:  # rlp raises several types for junk bytes
+            raise InvalidBlock(f"block does not decode: {exc}") from exc
+        return block
+
+
+def make_chain_class(chain_id: int) -> type[PolderMiningChain]:
+    """Return a py-evm chain class bound to ``chain_id``."""
+    return type("PolderChain", (PolderMiningChain,), {"chain_id": chain_id})
+
+
+def compute_genesis_hash(genesis: Genesis) -> Hash32:
+    """Return the hash of block 0 built from ``genesis`` (deterministic)."""
+    scratch = AtomicDB()
+    evm = make_chain_class(genesis.chain_id).from_genesis(
+        scratch, compute_genesis_params(genesis), compute_genesis_state(genesis)
+    )
+    return evm.chaindb.get_canonical_block_hash(BlockNumber(0))
+
+
+__all__ = [
+    "BuiltBlock",
+    "Chain",
+    "Excluded",
+    "TransactionLocation",
+    "TransactionNotFound",
+    "compute_genesis_hash",
+    "decode_header",
+]
