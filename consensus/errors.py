@@ -70,3 +70,21 @@ class ConfigError(PolderError):
     """A configuration or genesis file is missing or wrong."""
 
     code = -32040
+
+
+class InvalidParams(PolderError):
+    """A JSON-RPC request's parameters are missing, mistyped or out of range."""
+
+    code = -32602
+
+
+class ResourceNotFound(PolderError):
+    """A block, header or state the request names is not (or no longer) held."""
+
+    code = -32001
+
+
+class LimitExceeded(PolderError):
+    """A request exceeds a configured bound (block range, batch size, rate)."""
+
+    code = -32005
