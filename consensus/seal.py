@@ -40,6 +40,8 @@ HEADER_FIELD_COUNT = 21
 SEAL_LENGTH = 65
 ADDRESS_LENGTH = 20
 VANITY_LENGTH = 32
+MAX_EXTRA_DATA_BYTES = 32 * 1024
+"""Room for 256 validators and 256 seals."""
 MAX_VALIDATORS = 256
 """Upper bound on validators and seals a header may carry; bounds the work an
 untrusted header can demand of a verifier."""
@@ -86,10 +88,13 @@ def encode_extra_data(extra: ExtraData) -> bytes:
 
 def decode_extra_data(raw: bytes) -> ExtraData:
     """Decode ``extraData``; raise :class:`InvalidBlock` if it is not QBFT-shaped."""
+    if len(raw) > MAX_EXTRA_DATA_BYTES:
+        raise InvalidBlock(f"extraData is {len(raw)} bytes, over {MAX_EXTRA_DATA_BYTES}")
     try:
         items = rlp.decode(raw)
-    except rlp.exceptions.DecodingError as exc:
-        raise InvalidBlock(f"extraData is not valid RLP: {exc}") from exc
+    except (rlp.exceptions.DecodingError, RecursionError) as exc:
+        # deeply nested junk makes the RLP decoder recurse: refuse it, never crash
+        raise InvalidBlock(f"extraData is not valid RLP: {type(exc).__name__}") from exc
     if not isinstance(items, list) or len(items) != 5:
         raise InvalidBlock(
             "extraData must be a list of 5 items [vanity, validators, vote, round, seals]"

@@ -23,6 +23,7 @@ from eth.abc import (
     ReceiptAPI,
     SignedTransactionAPI,
     StateAPI,
+    VirtualMachineAPI,
 )
 from eth.constants import BLANK_ROOT_HASH
 from eth.db.atomic import AtomicDB
@@ -31,6 +32,7 @@ from eth.exceptions import (
     BlockNotFound,
     CanonicalHeadNotFound,
     HeaderNotFound,
+    Revert,
     TransactionNotFound,
 )
 from eth.rlp.accounts import Account
@@ -40,7 +42,12 @@ from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError, encode_hex
 from trie import HexaryTrie
 
-from consensus.errors import InvalidBlock, InvalidTransaction, StorageError
+from consensus.errors import (
+    InvalidBlock,
+    InvalidTransaction,
+    StorageError,
+    TransactionReverted,
+)
 from consensus.genesis import Genesis
 from consensus.seal import (
     ExtraData,
@@ -51,7 +58,7 @@ from consensus.seal import (
     replace_extra_data,
     sign_seal,
 )
-from node.evm import PolderBlock, PolderHeader, PolderMiningChain, decode_header
+from node.evm import PolderBlock, PolderHeader, PolderMiningChain, PolderVM, decode_header
 
 POST_MERGE_NONCE = b"\x00" * 8
 ZERO_HASH = b"\x00" * 32
@@ -139,6 +146,46 @@ def validate_deploy_permission(transaction: SignedTransactionAPI, admins: frozen
         )
 
 
+def apply_transaction(
+    vm: VirtualMachineAPI,
+    header: BlockHeaderAPI,
+    transaction: SignedTransactionAPI,
+    admins: frozenset[bytes],
+) -> tuple[BlockHeaderAPI, ReceiptAPI]:
+    """Apply one transaction to ``vm``'s state, or leave the state untouched.
+
+    Returns the header with the receipt added. Raises :class:`InvalidTransaction`
+    (nonce, balance, gas, permission) or :class:`TransactionReverted`; in both
+    cases the state is as before. Block building and mempool admission share
+    this, so what admission accepts is exactly what a block may include.
+    """
+    validate_deploy_permission(transaction, admins)
+    try:
+        vm.validate_transaction_against_header(header, transaction)
+    except ValidationError as exc:
+        raise InvalidTransaction(str(exc)) from exc
+    # vm.apply_transaction locks the journal first, after which a reverting
+    # transaction could no longer be rolled back; take its steps by hand.
+    vm.state.lock_changes()
+    snapshot = vm.state.snapshot()
+    try:
+        computation = vm.state.apply_transaction(transaction)
+    except ValidationError as exc:
+        vm.state.revert(snapshot)
+        raise InvalidTransaction(str(exc)) from exc
+    if computation.is_error:
+        vm.state.revert(snapshot)
+        output = computation.output if isinstance(computation.error, Revert) else b""
+        reason = decode_revert_reason(output) if output else str(computation.error)
+        raise TransactionReverted(
+            f"execution reverted: {reason}", reason=reason, data=encode_hex(output)
+        )
+    vm.state.commit(snapshot)
+    receipt = vm.make_receipt(header, transaction, computation, vm.state)
+    vm.validate_receipt(receipt)
+    return vm.add_receipt_to_header(header, receipt), receipt
+
+
 def decode_revert_reason(output: bytes) -> str:
     """Decode Solidity/Vyper ``Error(string)`` revert data, or describe raw data."""
     if output[:4] == bytes.fromhex("08c379a0") and len(output) >= 68:
@@ -155,43 +202,54 @@ class Chain:
     def __init__(self, db: AtomicDatabaseAPI, genesis: Genesis) -> None:
         self.genesis = genesis
         self._db = db
-        self._overlay = BatchDB(db)
         self._chain_class = make_chain_class(genesis.chain_id)
         self._validators = tuple(v.address for v in genesis.validators)
+        self._staged: dict[bytes, BatchDB] = {}
+        """Overlays of blocks this node built, by block hash, until committed."""
         self._evm = self._open()
 
     # -- set-up -----------------------------------------------------------
 
     def _open(self) -> PolderMiningChain:
-        """Open the py-evm chain over the overlay, creating block 0 if the DB is empty."""
+        """Open the read-only py-evm view, creating block 0 if the DB is empty."""
         expected = compute_genesis_hash(self.genesis)
-        view = AtomicDB(self._overlay)
         try:
-            evm = self._chain_class(view)
+            evm = self._wrap(self._chain_class(self._db))
             stored = evm.chaindb.get_canonical_block_hash(BlockNumber(0))
         except (CanonicalHeadNotFound, HeaderNotFound):
-            evm = self._chain_class.from_genesis(  # type: ignore[assignment]
-                view, compute_genesis_params(self.genesis), compute_genesis_state(self.genesis)
+            overlay = BatchDB(self._db)
+            self._chain_class.from_genesis(
+                AtomicDB(overlay),
+                compute_genesis_params(self.genesis),
+                compute_genesis_state(self.genesis),
             )
-            self._commit()
+            self._commit(overlay)
+            evm = self._wrap(self._chain_class(self._db))
             stored = evm.chaindb.get_canonical_block_hash(BlockNumber(0))
         if stored != expected:
             raise StorageError(
                 f"the data directory holds another chain (genesis {encode_hex(stored)}, "
                 f"this genesis.json gives {encode_hex(expected)}); use an empty data directory",
             )
+        return evm
+
+    def _wrap(self, evm: PolderMiningChain) -> PolderMiningChain:
         evm.consensus_context.validators_for = self.get_validators_for  # type: ignore[attr-defined]
         return evm
 
-    def _commit(self) -> None:
-        """Write everything staged in the overlay to disk in one atomic batch."""
-        with self._db.atomic_batch() as batch:
-            self._overlay.commit_to(batch, apply_deletes=True)
+    def _stage(self) -> tuple[BatchDB, PolderMiningChain]:
+        """Return a fresh overlay and a py-evm chain writing into it.
 
-    def _discard(self) -> None:
-        """Drop staged writes after a failed build or import, and reload the head."""
-        self._overlay.clear()
-        self._evm = self._open()
+        Each build or import stages its writes in its own overlay, so a failed
+        import can never disturb a block this node built and is about to commit.
+        """
+        overlay = BatchDB(self._db)
+        return overlay, self._wrap(self._chain_class(AtomicDB(overlay)))
+
+    def _commit(self, overlay: BatchDB) -> None:
+        """Write everything staged in ``overlay`` to disk in one atomic batch."""
+        with self._db.atomic_batch() as batch:
+            overlay.commit_to(batch, apply_deletes=True)
 
     # -- rules --------------------------------------------------------------
 
@@ -246,6 +304,10 @@ class Chain:
         number, index = self._evm.chaindb.get_transaction_index(Hash32(tx_hash))
         return TransactionLocation(block_number=number, index=index)
 
+    def get_vm(self, header: BlockHeaderAPI) -> VirtualMachineAPI:
+        """Return a VM whose state is the one ``header`` builds on or ends with."""
+        return self._evm.get_vm(header)
+
     def get_state(self, header: BlockHeaderAPI) -> StateAPI:
         """Return the state after ``header``'s block."""
         return self._evm.get_vm(header).state
@@ -265,7 +327,7 @@ class Chain:
         self, address: bytes, slots: Iterable[int], header: BlockHeaderAPI
     ) -> dict[str, Any]:
         """Return EIP-1186 proof data for ``address`` and ``slots`` at ``header``."""
-        state_trie = HexaryTrie(self._overlay, header.state_root)
+        state_trie = HexaryTrie(self._db, header.state_root)
         try:
             account_proof = state_trie.get_proof(keccak(address))
         except Exception as exc:  # a pruned or missing node means the height is gone
@@ -277,7 +339,7 @@ class Chain:
         storage_root = (
             rlp.decode(encoded, sedes=Account).storage_root if encoded else BLANK_ROOT_HASH
         )
-        storage_trie = HexaryTrie(self._overlay, storage_root)
+        storage_trie = HexaryTrie(self._db, storage_root)
         storage = []
         for slot in slots:
             key = slot.to_bytes(32, "big")
@@ -328,49 +390,27 @@ class Chain:
             gas_limit=parent.gas_limit,
             extra_data=encode_extra_data(extra),
         )
-        vm = self._evm.get_vm(header)
+        overlay, evm = self._stage()
+        vm = evm.get_vm(header)
         included: list[SignedTransactionAPI] = []
         receipts: list[ReceiptAPI] = []
         excluded: list[Excluded] = []
         for transaction in transactions:
             if transaction.gas > header.gas_limit - header.gas_used:
                 continue  # stays in the mempool for the next block
-            # vm.apply_transaction would lock the journal first, so a reverting
-            # transaction could no longer be rolled back; do its steps by hand.
             try:
-                validate_deploy_permission(transaction, self.genesis.admins)
-                vm.validate_transaction_against_header(header, transaction)
-            except (ValidationError, InvalidTransaction) as exc:
-                excluded.append(Excluded(transaction.hash, str(exc)))
+                header, receipt = apply_transaction(vm, header, transaction, self.genesis.admins)
+            except InvalidTransaction as exc:
+                excluded.append(Excluded(transaction.hash, exc.message))
                 continue
-            vm.state.lock_changes()
-            snapshot = vm.state.snapshot()
-            try:
-                computation = vm.state.apply_transaction(transaction)
-            except ValidationError as exc:
-                vm.state.revert(snapshot)
-                excluded.append(Excluded(transaction.hash, str(exc)))
-                continue
-            if computation.is_error:
-                vm.state.revert(snapshot)
-                excluded.append(
-                    Excluded(transaction.hash, decode_revert_reason(computation.output))
-                )
-                continue
-            vm.state.commit(snapshot)
-            receipt = vm.make_receipt(header, transaction, computation, vm.state)
-            vm.validate_receipt(receipt)
-            header = vm.add_receipt_to_header(header, receipt)
             included.append(transaction)
             receipts.append(receipt)
         block = vm.set_block_transactions_and_withdrawals(
             vm.get_block(), header, included, receipts
         )
-        try:
-            mined = vm.mine_block(block).block
-        except Exception:
-            self._discard()
-            raise
+        mined = vm.mine_block(block).block
+        self._staged = {h: o for h, o in self._staged.items() if h != mined.hash}
+        self._staged[mined.hash] = overlay
         return BuiltBlock(block=mined, receipts=tuple(receipts), excluded=tuple(excluded))
 
     def seal_block(self, block: BlockAPI, seals: Sequence[bytes]) -> BlockAPI:
@@ -396,33 +436,44 @@ class Chain:
 
     def commit_built_block(self, block: BlockAPI) -> None:
         """Persist a sealed block this node built (its state is already staged)."""
+        overlay = self._staged.pop(block.hash, None)
+        if overlay is None:
+            raise InvalidBlock(f"block #{block.number} was not built by this node; import it")
+        if block.header.parent_hash != self.head.hash:
+            raise InvalidBlock(f"block #{block.number} no longer extends the head")
+        evm = self._wrap(self._chain_class(AtomicDB(overlay)))
         try:
-            self._evm.persist_block(block, perform_validation=True)
+            evm.persist_block(block, perform_validation=True)
         except ValidationError as exc:
-            self._discard()
             raise InvalidBlock(f"built block does not validate: {exc}") from exc
-        except Exception:
-            self._discard()
-            raise
-        self._commit()
-        self._evm.header = self._evm.create_header_from_parent(block.header)
+        self._commit(overlay)
+        self._staged.clear()
 
     def import_block(self, block: BlockAPI) -> None:
-        """Validate, execute and persist a sealed block received from elsewhere."""
+        """Validate, execute and persist a sealed block received from elsewhere.
+
+        Besides py-evm's checks (execution, roots, seals): no contract creation
+        by a non-admin key, and no reverted transaction, since an honest
+        proposer never includes one ([CHAIN-DEPLOY.1], [CHAIN-REVERT.1]).
+        """
         for transaction in block.transactions:
             try:
                 validate_deploy_permission(transaction, self.genesis.admins)
             except InvalidTransaction as exc:
                 raise InvalidBlock(f"block #{block.number}: {exc.message}") from exc
+        overlay, evm = self._stage()
         try:
-            self._evm.import_block(block, perform_validation=True)
+            evm.import_block(block, perform_validation=True)
+            receipts = evm.chaindb.get_receipts(block.header, PolderVM.get_receipt_builder())
         except (ValidationError, BlockNotFound, HeaderNotFound) as exc:
-            self._discard()
             raise InvalidBlock(f"block #{block.number} rejected: {exc}") from exc
-        except Exception:
-            self._discard()
-            raise
-        self._commit()
+        for index, receipt in enumerate(receipts):
+            if receipt.state_root != b"\x01":
+                raise InvalidBlock(
+                    f"block #{block.number} includes transaction {index}, which reverted"
+                )
+        self._commit(overlay)
+        self._staged.clear()
 
     def decode_block(self, raw: bytes) -> BlockAPI:
         """Decode an RLP block; raise :class:`InvalidBlock` for junk."""

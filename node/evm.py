@@ -37,10 +37,13 @@ from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError, encode_hex
 
 from consensus.errors import InvalidBlock
-from consensus.seal import compute_block_hash, get_extra_data, validate_committed_seals
-
-MAX_EXTRA_DATA_BYTES = 32 * 1024
-"""Room for 256 validators and 256 seals; the seal decoder enforces the shape."""
+from consensus.seal import (
+    MAX_EXTRA_DATA_BYTES,
+    compute_block_hash,
+    compute_validators_hash,
+    get_extra_data,
+    validate_committed_seals,
+)
 
 
 class PolderHeader(PragueBlockHeader):
@@ -119,6 +122,9 @@ class PolderConsensus(ConsensusAPI):
                     "header lists a validator set other than the one in force",
                     expected=[encode_hex(v) for v in validators],
                 )
+            # [CHAIN-VANITY.1]: the next set equals this one until governance changes it
+            if extra.vanity != compute_validators_hash(validators):
+                raise InvalidBlock("header vanity does not commit to the next validator set")
             validate_committed_seals(fields, validators)
         except InvalidBlock as exc:
             # py-evm's import path expects ValidationError; keep ours as the cause
@@ -137,8 +143,13 @@ class PolderConsensus(ConsensusAPI):
 def create_polder_header_from_parent(
     parent_header: BlockHeaderAPI | None, **header_params: Any
 ) -> PolderHeader:
-    """Create the next header (or genesis) with Prague rules and base fee 0."""
-    header_params["base_fee_per_gas"] = 0
+    """Create the next header (or genesis) with Prague rules and base fee 0.
+
+    py-evm refuses a configured base fee that differs from EIP-1559's formula
+    (which gives 1 after a busy block even from 0), so let it compute its own
+    and overwrite it afterwards.
+    """
+    header_params.pop("base_fee_per_gas", None)
     header = create_prague_header_from_parent(parent_header, **header_params)
     return to_polder_header(header)
 

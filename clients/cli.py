@@ -1,0 +1,28 @@
+"""The ``polder`` command.
+
+Client commands run here. ``polder node ...`` and ``polder devnet ...`` are
+handed to ``python -m node`` by replacing this process, so the clients
+package never imports the node (DESIGN.md's layer arrows).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+NODE_COMMANDS = ("node", "devnet")
+
+USAGE = """\
+usage: polder COMMAND ...
+
+  polder node run --config FILE            run one node
+  polder devnet start|stop|status --dir D  a local devnet on 127.0.0.1
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in NODE_COMMANDS:
+        os.execv(sys.executable, [sys.executable, "-m", "node", *args])  # noqa: S606
+    print(USAGE, file=sys.stderr if args else sys.stdout)
+    return 2 if args else 0

@@ -1,0 +1,203 @@
+"""Admission and the pending pool.
+
+Spam and junk are stopped here, not by fees (gas is free on this chain):
+size, signature, chain id, gas limit, nonce and per-sender limits, and a
+dry run against the *pending* state (the head plus every transaction already
+admitted, in order). A transaction that would revert is refused with its
+revert reason and never reaches a block.
+
+Like :mod:`node.chain`, everything here blocks and runs on the node's one
+executor thread.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from eth.abc import BlockHeaderAPI, SignedTransactionAPI, VirtualMachineAPI
+from eth_typing import Address
+from eth_utils import encode_hex
+
+from consensus.errors import InvalidTransaction, LimitExceeded
+from node.chain import Chain, apply_transaction, recover_sender
+
+
+@dataclass(frozen=True)
+class MempoolLimits:
+    """Bounds that keep one sender or one flood from filling the node."""
+
+    max_tx_bytes: int = 128 * 1024
+    """Largest raw transaction accepted."""
+    max_per_sender: int = 256
+    """Pending transactions one sender may have."""
+    max_total: int = 20_000
+    """Pending transactions in all."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An admitted transaction."""
+
+    transaction: SignedTransactionAPI
+    sender: bytes
+    raw: bytes
+
+
+class Mempool:
+    """Transactions admitted but not yet in a block, valid against the pending state."""
+
+    def __init__(self, chain: Chain, limits: MempoolLimits | None = None) -> None:
+        self.chain = chain
+        self.limits = limits or MempoolLimits()
+        self._pool: OrderedDict[bytes, Pending] = OrderedDict()
+        """Admission order; per sender, nonces ascend without gaps."""
+        self._by_sender: dict[bytes, dict[int, bytes]] = {}
+        """sender -> nonce -> tx hash."""
+        self._vm, self._header = self._open_pending_state()
+
+    def __len__(self) -> int:
+        return len(self._pool)
+
+    # -- reads (PendingView) ---------------------------------------------------
+
+    def get_pending_nonce(self, address: bytes) -> int | None:
+        """Return the next nonce after ``address``'s pending transactions, if any."""
+        nonces = self._by_sender.get(address)
+        return max(nonces) + 1 if nonces else None
+
+    def get_pending_transaction(self, tx_hash: bytes) -> SignedTransactionAPI | None:
+        pending = self._pool.get(tx_hash)
+        return pending.transaction if pending else None
+
+    def select(self) -> list[SignedTransactionAPI]:
+        """Return pending transactions in admission order (a valid execution order)."""
+        return [p.transaction for p in self._pool.values()]
+
+    # -- admission ---------------------------------------------------------
+
+    def add(self, raw: bytes) -> bytes:
+        """Admit a raw transaction; return its hash or raise a :class:`PolderError`."""
+        if len(raw) > self.limits.max_tx_bytes:
+            raise InvalidTransaction(
+                f"transaction is {len(raw)} bytes; the limit is {self.limits.max_tx_bytes}"
+            )
+        transaction = self.chain.decode_transaction(raw)
+        sender = recover_sender(transaction)
+        self.validate_static(transaction)
+        if transaction.hash in self._pool:
+            raise InvalidTransaction("already known", tx_hash=encode_hex(transaction.hash))
+        nonces = self._by_sender.get(sender, {})
+        if transaction.nonce in nonces:
+            self._replace(nonces[transaction.nonce], Pending(transaction, sender, raw))
+            return transaction.hash
+        self.validate_room(sender)
+        self.validate_nonce(transaction, sender)
+        self._header, _ = apply_transaction(
+            self._vm, self._header, transaction, self.chain.genesis.admins
+        )
+        self._insert(Pending(transaction, sender, raw))
+        return transaction.hash
+
+    def validate_static(self, transaction: SignedTransactionAPI) -> None:
+        """Checks that need no state: chain id and gas limit."""
+        chain_id = getattr(transaction, "chain_id", None)
+        if chain_id is None:
+            raise InvalidTransaction(
+                "transaction has no chain id (pre-EIP-155 signatures are replayable); "
+                f"sign it for chain id {self.chain.genesis.chain_id}"
+            )
+        if chain_id != self.chain.genesis.chain_id:
+            raise InvalidTransaction(
+                f"wrong chain id {chain_id}; this chain is {self.chain.genesis.chain_id}"
+            )
+        if transaction.gas > self.chain.genesis.gas_limit:
+            raise InvalidTransaction(
+                f"gas limit {transaction.gas} exceeds the block gas limit "
+                f"{self.chain.genesis.gas_limit}"
+            )
+
+    def validate_room(self, sender: bytes) -> None:
+        """Raise :class:`LimitExceeded` when the pool or the sender's share is full."""
+        if len(self._by_sender.get(sender, {})) >= self.limits.max_per_sender:
+            raise LimitExceeded(
+                f"sender has {self.limits.max_per_sender} pending transactions; "
+                "wait for them to be included"
+            )
+        if len(self._pool) >= self.limits.max_total:
+            raise LimitExceeded("the node's transaction pool is full; try again shortly")
+
+    def validate_nonce(self, transaction: SignedTransactionAPI, sender: bytes) -> None:
+        """Nonces must continue the sender's sequence exactly: no gaps, no reuse."""
+        expected = self.get_pending_nonce(sender)
+        if expected is None:
+            expected = self._vm.state.get_nonce(Address(sender))
+        if transaction.nonce < expected:
+            raise InvalidTransaction(
+                f"nonce too low: {transaction.nonce}, next is {expected}", expected=expected
+            )
+        if transaction.nonce > expected:
+            raise InvalidTransaction(
+                f"nonce too high: {transaction.nonce}, next is {expected} (no gaps allowed)",
+                expected=expected,
+            )
+
+    # -- maintenance -----------------------------------------------------------
+
+    def on_new_head(self) -> list[tuple[bytes, str]]:
+        """Drop what the new head included or invalidated; return what was dropped."""
+        old = list(self._pool.values())
+        self._pool.clear()
+        self._by_sender.clear()
+        self._vm, self._header = self._open_pending_state()
+        return self._readmit(old)
+
+    def _replace(self, old_hash: bytes, new: Pending) -> None:
+        """Same-nonce replacement: re-run the pending state with ``new`` in place."""
+        entries = [new if h == old_hash else p for h, p in self._pool.items()]
+        backup = (self._pool.copy(), {s: dict(n) for s, n in self._by_sender.items()})
+        self._pool.clear()
+        self._by_sender.clear()
+        self._vm, self._header = self._open_pending_state()
+        dropped = self._readmit(entries)
+        if any(tx_hash == new.transaction.hash for tx_hash, _ in dropped):
+            reason = next(r for h, r in dropped if h == new.transaction.hash)
+            self._pool, self._by_sender = backup
+            self._vm, self._header = self._open_pending_state()
+            self._readmit(list(self._pool.values()), reset=True)
+            raise InvalidTransaction(f"replacement refused: {reason}")
+
+    def _readmit(self, entries: list[Pending], reset: bool = False) -> list[tuple[bytes, str]]:
+        """Apply ``entries`` in order on the fresh pending state; keep those still valid."""
+        if reset:
+            self._pool.clear()
+            self._by_sender.clear()
+        dropped: list[tuple[bytes, str]] = []
+        for pending in entries:
+            try:
+                self.validate_nonce(pending.transaction, pending.sender)
+                self._header, _ = apply_transaction(
+                    self._vm, self._header, pending.transaction, self.chain.genesis.admins
+                )
+            except InvalidTransaction as exc:
+                dropped.append((pending.transaction.hash, exc.message))
+                continue
+            self._insert(pending)
+        return dropped
+
+    def _insert(self, pending: Pending) -> None:
+        self._pool[pending.transaction.hash] = pending
+        self._by_sender.setdefault(pending.sender, {})[pending.transaction.nonce] = (
+            pending.transaction.hash
+        )
+
+    def _open_pending_state(self) -> tuple[VirtualMachineAPI, BlockHeaderAPI]:
+        """A VM on top of the head whose state is never persisted."""
+        head = self.chain.head
+        header = self.chain.get_next_header(
+            head, timestamp=head.timestamp + 1, gas_limit=self.chain.genesis.gas_limit
+        )
+        # The pending block may hold more than one block's gas; admission checks
+        # each transaction against the state, not against one block's gas budget.
+        header = header.copy(gas_limit=2**63 - 1)
+        return self.chain.get_vm(header), header

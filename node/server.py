@@ -1,0 +1,211 @@
+"""The node's aiohttp server: JSON-RPC over HTTP POST and WebSocket on one port.
+
+The server parses bytes, enforces size limits, and hands parsed requests to
+the transport-free :class:`node.rpc.Dispatcher`. WebSocket connections also
+carry ``eth_subscribe`` (``newHeads``, ``logs``) and ``eth_unsubscribe``.
+
+Shutdown order (``cleanup_ctx``, which only runs if start-up finished): stop
+producing blocks, close websocket subscriptions, let the executor finish its
+in-flight work, close the database last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from eth.abc import BlockAPI, ReceiptAPI
+
+from consensus.errors import InvalidParams, PolderError
+from node.api import (
+    EthApi,
+    LogFilter,
+    decode_data,
+    decode_log_filter,
+    format_block_logs,
+    format_header,
+)
+from node.config import NodeConfig
+from node.rpc import PARSE_ERROR, Dispatcher, Handler, bind_params, make_error, make_result
+from node.service import CLIENT_VERSION, Node
+
+log = logging.getLogger("polder.server")
+
+NODE_KEY = web.AppKey("node", Node)
+DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
+MAX_SUBSCRIPTIONS = 64
+"""Subscriptions one websocket connection may hold."""
+
+
+def make_handlers(node: Node, api: EthApi) -> dict[str, Handler]:
+    """Wrap each blocking API method so it runs on the chain thread."""
+
+    def wrap(name: str, fn: Callable[..., Any]) -> Handler:
+        async def handler(params: list[Any]) -> Any:
+            bind_params(fn, name, params)
+            return await node.run(fn, *params)
+
+        return handler
+
+    handlers = {name: wrap(name, fn) for name, fn in api.methods().items()}
+
+    async def send_raw_transaction(params: list[Any]) -> Any:
+        if len(params) != 1:
+            raise InvalidParams("eth_sendRawTransaction takes one parameter: the signed bytes")
+        raw = decode_data(params[0], "transaction")
+        return "0x" + (await node.submit_transaction(raw)).hex()
+
+    handlers["eth_sendRawTransaction"] = send_raw_transaction
+    return handlers
+
+
+async def handle_http(request: web.Request) -> web.StreamResponse:
+    """POST /: one JSON-RPC request or batch."""
+    if request.headers.get("Upgrade", "").lower() == "websocket":
+        return await handle_websocket(request)
+    if request.method != "POST":
+        return web.json_response(
+            {"polder": CLIENT_VERSION, "hint": "send JSON-RPC 2.0 requests with POST"}
+        )
+    node = request.app[NODE_KEY]
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = node.config.rpc.max_body_bytes
+        return web.json_response(
+            make_error(None, -32600, f"request body exceeds {limit} bytes"), status=413
+        )
+    response = await dispatch_bytes(request.app[DISPATCHER_KEY], body)
+    if response is None:
+        return web.Response(status=204)
+    return web.json_response(response)
+
+
+async def dispatch_bytes(dispatcher: Dispatcher, body: bytes | str) -> Any:
+    """Parse and dispatch one HTTP body or websocket message."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return make_error(None, PARSE_ERROR, f"parse error: {exc}")
+    return await dispatcher.dispatch(payload)
+
+
+class Subscriptions:
+    """The ``eth_subscribe`` state of one websocket connection."""
+
+    def __init__(self, ws: web.WebSocketResponse, node: Node) -> None:
+        self.ws = ws
+        self.node = node
+        self.active: dict[str, tuple[str, LogFilter | None]] = {}
+
+    async def subscribe(self, request_id: Any, params: list[Any]) -> dict[str, Any]:
+        if not params or params[0] not in ("newHeads", "logs"):
+            return make_error(request_id, InvalidParams.code, "subscribe to newHeads or logs")
+        if len(self.active) >= MAX_SUBSCRIPTIONS:
+            return make_error(request_id, -32005, f"at most {MAX_SUBSCRIPTIONS} subscriptions")
+        try:
+            log_filter = (
+                decode_log_filter(params[1] if len(params) > 1 else {})
+                if params[0] == "logs"
+                else None
+            )
+        except PolderError as exc:
+            return make_error(request_id, exc.code, exc.message)
+        sub_id = "0x" + secrets.token_hex(16)
+        self.active[sub_id] = (params[0], log_filter)
+        return make_result(request_id, sub_id)
+
+    def unsubscribe(self, request_id: Any, params: list[Any]) -> dict[str, Any]:
+        found = bool(params) and self.active.pop(params[0], None) is not None
+        return make_result(request_id, found)
+
+    async def on_block(self, block: BlockAPI, receipts: tuple[ReceiptAPI, ...]) -> None:
+        for sub_id, (kind, log_filter) in list(self.active.items()):
+            if kind == "newHeads":
+                await self.notify(sub_id, format_header(block.header))
+            elif log_filter is not None:
+                for entry in format_block_logs(block, receipts, log_filter):
+                    await self.notify(sub_id, entry)
+
+    async def notify(self, sub_id: str, result: Any) -> None:
+        if self.ws.closed:
+            return
+        await self.ws.send_json(
+            {
+                "jsonrpc": "2.0",
+                "method": "eth_subscription",
+                "params": {"subscription": sub_id, "result": result},
+            }
+        )
+
+
+async def handle_websocket(request: web.Request) -> web.StreamResponse:
+    """GET / with Upgrade: JSON-RPC over websocket, plus subscriptions."""
+    node = request.app[NODE_KEY]
+    dispatcher = request.app[DISPATCHER_KEY]
+    ws = web.WebSocketResponse(max_msg_size=node.config.rpc.max_body_bytes, heartbeat=30)
+    await ws.prepare(request)
+    subs = Subscriptions(ws, node)
+    node.listeners.append(subs.on_block)
+    try:
+        async for message in ws:
+            if message.type != WSMsgType.TEXT:
+                if message.type == WSMsgType.BINARY:
+                    await ws.send_json(make_error(None, -32600, "send JSON-RPC as text frames"))
+                continue
+            response = await answer_ws_message(dispatcher, subs, message.data)
+            if response is not None:
+                await ws.send_json(response)
+    finally:
+        node.listeners.remove(subs.on_block)
+    return ws
+
+
+async def answer_ws_message(dispatcher: Dispatcher, subs: Subscriptions, data: str) -> Any:
+    try:
+        payload = json.loads(data)
+    except ValueError as exc:
+        return make_error(None, PARSE_ERROR, f"parse error: {exc}")
+    if isinstance(payload, dict) and payload.get("method") in ("eth_subscribe", "eth_unsubscribe"):
+        params = payload.get("params", [])
+        params = params if isinstance(params, list) else []
+        if payload["method"] == "eth_subscribe":
+            return await subs.subscribe(payload.get("id"), params)
+        return subs.unsubscribe(payload.get("id"), params)
+    return await dispatcher.dispatch(payload)
+
+
+def make_app(config: NodeConfig) -> web.Application:
+    """Build the aiohttp application; the node opens in its cleanup context."""
+    app = web.Application(client_max_size=config.rpc.max_body_bytes)
+
+    async def node_context(app: web.Application) -> AsyncIterator[None]:
+        node = Node(config)
+        api = EthApi(
+            node.chain, node.mempool, CLIENT_VERSION, max_log_range=config.rpc.max_log_range
+        )
+        app[NODE_KEY] = node
+        app[DISPATCHER_KEY] = Dispatcher(make_handlers(node, api), max_batch=config.rpc.max_batch)
+        node.start()
+        log.info(
+            "%s serving chain %d at head #%d on http://%s:%d (pid %d)",
+            config.name,
+            node.genesis.chain_id,
+            node.chain.head.block_number,
+            config.rpc.host,
+            config.rpc.port,
+            os.getpid(),
+        )
+        yield
+        await node.stop()
+        await asyncio.get_running_loop().run_in_executor(None, node.close)
+
+    app.cleanup_ctx.append(node_context)
+    app.router.add_route("*", "/", handle_http)
+    return app
