@@ -463,6 +463,10 @@ class Chain:
                 raise InvalidBlock(f"block #{block.number}: {exc.message}") from exc
         overlay, evm = self._stage()
         try:
+            # the seal check is cheap and comes first: an unsealed block must
+            # not make this node execute its transactions
+            evm.get_block_header_by_hash(block.header.parent_hash)
+            evm.validate_seal(block.header)
             evm.import_block(block, perform_validation=True)
             receipts = evm.chaindb.get_receipts(block.header, PolderVM.get_receipt_builder())
         except (ValidationError, BlockNotFound, HeaderNotFound) as exc:

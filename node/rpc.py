@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from consensus.errors import InvalidParams, PolderError
+from consensus.errors import InvalidParams, PolderError, TransactionReverted
 
 log = logging.getLogger("polder.rpc")
 
@@ -47,10 +47,12 @@ def make_result(request_id: Any, result: Any) -> dict[str, Any]:
 
 
 def encode_error_data(error: PolderError) -> Any:
-    """Return the ``data`` member for an error: the revert data, or the details."""
-    if "data" in error.data and len(error.data) <= 2:
-        return error.data["data"]
-    return {k: v for k, v in error.data.items() if isinstance(v, str | int | bool | list)} or None
+    """Return the ``data`` member: only a revert's data, as geth does.
+
+    web3.py and ethers treat any error carrying ``data`` as a revert, so other
+    refusals say everything in their message and code.
+    """
+    return error.data.get("data") if isinstance(error, TransactionReverted) else None
 
 
 def is_valid_id(value: Any) -> bool:
@@ -94,7 +96,8 @@ class Dispatcher:
         method = request.get("method")
         if not isinstance(method, str):
             return make_error(request_id, INVALID_REQUEST, "method must be a string")
-        params = request.get("params", [])
+        params = request.get("params")
+        params = [] if params is None else params
         is_notification = "id" not in request
         response = await self.call(request_id, method, params)
         return None if is_notification else response

@@ -19,7 +19,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 from eth.abc import BlockAPI, ReceiptAPI
 
 from consensus.errors import InvalidParams, PolderError
@@ -39,6 +39,9 @@ log = logging.getLogger("polder.server")
 
 NODE_KEY = web.AppKey("node", Node)
 DISPATCHER_KEY = web.AppKey("dispatcher", Dispatcher)
+OPEN_SOCKETS_KEY = web.AppKey("open_sockets", dict)
+"""Open websocket responses (as keys), closed first at shutdown."""
+SUBSCRIPTION_METHODS = ("eth_subscribe", "eth_unsubscribe")
 MAX_SUBSCRIPTIONS = 64
 """Subscriptions one websocket connection may hold."""
 
@@ -74,13 +77,17 @@ async def handle_http(request: web.Request) -> web.StreamResponse:
             {"polder": CLIENT_VERSION, "hint": "send JSON-RPC 2.0 requests with POST"}
         )
     node = request.app[NODE_KEY]
+    limit = node.config.rpc.max_body_bytes
+    too_large = make_error(None, -32600, f"request body exceeds {limit} bytes")
+    if request.content_length is not None and request.content_length > limit:
+        return web.json_response(too_large, status=413)
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        limit = node.config.rpc.max_body_bytes
-        return web.json_response(
-            make_error(None, -32600, f"request body exceeds {limit} bytes"), status=413
-        )
+        return web.json_response(too_large, status=413)
+    except ConnectionResetError:
+        # the client sent less than it announced and hung up: nobody to answer
+        return web.Response(status=400)
     response = await dispatch_bytes(request.app[DISPATCHER_KEY], body)
     if response is None:
         return web.Response(status=204)
@@ -153,32 +160,41 @@ async def handle_websocket(request: web.Request) -> web.StreamResponse:
     await ws.prepare(request)
     subs = Subscriptions(ws, node)
     node.listeners.append(subs.on_block)
+    request.app[OPEN_SOCKETS_KEY][ws] = None
     try:
         async for message in ws:
-            if message.type != WSMsgType.TEXT:
-                if message.type == WSMsgType.BINARY:
-                    await ws.send_json(make_error(None, -32600, "send JSON-RPC as text frames"))
+            # web3.py sends binary frames by default; both carry UTF-8 JSON
+            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
             response = await answer_ws_message(dispatcher, subs, message.data)
             if response is not None:
                 await ws.send_json(response)
     finally:
         node.listeners.remove(subs.on_block)
+        request.app[OPEN_SOCKETS_KEY].pop(ws, None)
     return ws
 
 
-async def answer_ws_message(dispatcher: Dispatcher, subs: Subscriptions, data: str) -> Any:
+async def answer_ws_message(dispatcher: Dispatcher, subs: Subscriptions, data: str | bytes) -> Any:
+    """Answer one websocket message: a request or a batch, subscriptions included."""
     try:
         payload = json.loads(data)
-    except ValueError as exc:
+    except (ValueError, UnicodeDecodeError) as exc:
         return make_error(None, PARSE_ERROR, f"parse error: {exc}")
-    if isinstance(payload, dict) and payload.get("method") in ("eth_subscribe", "eth_unsubscribe"):
-        params = payload.get("params", [])
+    if isinstance(payload, list) and 0 < len(payload) <= dispatcher.max_batch:
+        answers = [await answer_ws_request(dispatcher, subs, item) for item in payload]
+        return [a for a in answers if a is not None] or None
+    return await answer_ws_request(dispatcher, subs, payload)
+
+
+async def answer_ws_request(dispatcher: Dispatcher, subs: Subscriptions, request: Any) -> Any:
+    if isinstance(request, dict) and request.get("method") in SUBSCRIPTION_METHODS:
+        params = request.get("params") or []
         params = params if isinstance(params, list) else []
-        if payload["method"] == "eth_subscribe":
-            return await subs.subscribe(payload.get("id"), params)
-        return subs.unsubscribe(payload.get("id"), params)
-    return await dispatcher.dispatch(payload)
+        if request["method"] == "eth_subscribe":
+            return await subs.subscribe(request.get("id"), params)
+        return subs.unsubscribe(request.get("id"), params)
+    return await dispatcher.dispatch(request)
 
 
 def make_app(config: NodeConfig) -> web.Application:
@@ -206,6 +222,16 @@ def make_app(config: NodeConfig) -> web.Application:
         await node.stop()
         await asyncio.get_running_loop().run_in_executor(None, node.close)
 
+    async def close_websockets(app: web.Application) -> None:
+        # Without this, one idle websocket client holds shutdown for the whole
+        # shutdown timeout while blocks keep being produced.
+        await app[NODE_KEY].stop()
+        sockets: dict[web.WebSocketResponse, None] = app[OPEN_SOCKETS_KEY]
+        for ws in list(sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"node shutting down")
+
+    app[OPEN_SOCKETS_KEY] = {}
     app.cleanup_ctx.append(node_context)
+    app.on_shutdown.append(close_websockets)
     app.router.add_route("*", "/", handle_http)
     return app
