@@ -12,10 +12,11 @@ one dedicated executor thread, never on the event loop, and never two at once.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import rlp
+from eth._utils.rlp import validate_imported_block_unchanged
 from eth.abc import (
     AtomicDatabaseAPI,
     BlockAPI,
@@ -61,6 +62,10 @@ from consensus.seal import (
 from node.evm import PolderBlock, PolderHeader, PolderMiningChain, PolderVM, decode_header
 
 POST_MERGE_NONCE = b"\x00" * 8
+MAX_CLOCK_DRIFT = 15.0
+"""Seconds a proposal's timestamp may lie ahead of this node's clock."""
+MAX_STAGED_BLOCKS = 8
+"""Built or checked blocks kept staged at once (one height, a few rounds)."""
 ZERO_HASH = b"\x00" * 32
 
 
@@ -184,6 +189,15 @@ def apply_transaction(
     receipt = vm.make_receipt(header, transaction, computation, vm.state)
     vm.validate_receipt(receipt)
     return vm.add_receipt_to_header(header, receipt), receipt
+
+
+def validate_receipts_succeeded(block: BlockAPI, receipts: Sequence[ReceiptAPI]) -> None:
+    """Raise :class:`InvalidBlock` if any transaction reverted ([CHAIN-REVERT.1])."""
+    for index, receipt in enumerate(receipts):
+        if receipt.state_root != b"\x01":
+            raise InvalidBlock(
+                f"block #{block.number} includes transaction {index}, which reverted"
+            )
 
 
 def decode_revert_reason(output: bytes) -> str:
@@ -409,36 +423,87 @@ class Chain:
             vm.get_block(), header, included, receipts
         )
         mined = vm.mine_block(block).block
-        self._staged = {h: o for h, o in self._staged.items() if h != mined.hash}
-        self._staged[mined.hash] = overlay
+        self._keep_staged(mined.hash, overlay)
         return BuiltBlock(block=mined, receipts=tuple(receipts), excluded=tuple(excluded))
 
-    def seal_block(self, block: BlockAPI, seals: Sequence[bytes]) -> BlockAPI:
-        """Return ``block`` with ``seals`` placed in its extraData."""
+    def seal_block(
+        self, block: BlockAPI, seals: Sequence[bytes], round_number: int | None = None
+    ) -> BlockAPI:
+        """Return ``block`` with ``seals`` (and, if given, the commit round) in its extraData.
+
+        Neither changes the block hash ([CHAIN-HASH.1]); a block prepared in one
+        round and committed in a later one carries the later round.
+        """
         fields = PolderHeader.serialize(block.header)
-        sealed_extra = get_extra_data(fields)
-        sealed = replace_extra_data(
-            fields,
-            ExtraData(
-                vanity=sealed_extra.vanity,
-                validators=sealed_extra.validators,
-                vote=sealed_extra.vote,
-                round=sealed_extra.round,
-                seals=tuple(seals),
-            ),
+        extra = get_extra_data(fields)
+        round_number = extra.round if round_number is None else round_number
+        sealed = replace_extra_data(fields, replace(extra, round=round_number, seals=tuple(seals)))
+        return block.copy(header=PolderHeader.deserialize(sealed))
+
+    def compute_seal_digest(self, block: BlockAPI, round_number: int) -> bytes:
+        """Return what a commit seal signs for ``block`` committed in ``round_number``."""
+        return compute_seal_digest(
+            PolderHeader.serialize(self.seal_block(block, (), round_number).header)
         )
-        header = PolderHeader.deserialize(sealed)
-        return block.copy(header=header)
+
+    def check_proposal(self, block: BlockAPI, now: float) -> None:
+        """Validate and execute a proposed (unsealed) block; stage it for commit.
+
+        Raises :class:`InvalidBlock` saying what is wrong. On success the
+        block's writes wait in an overlay until :meth:`commit_staged_block`
+        brings the sealed block, so a validator executes each proposal once.
+        """
+        parent = self.head
+        header = block.header
+        if header.parent_hash != parent.hash or header.block_number != parent.block_number + 1:
+            raise InvalidBlock(f"proposal #{header.block_number} does not extend the head")
+        if header.timestamp > now + MAX_CLOCK_DRIFT:
+            raise InvalidBlock(f"proposal #{header.block_number} is timestamped in the future")
+        self.validate_body_rules(block)
+        extra = get_extra_data(PolderHeader.serialize(header))
+        if list(extra.validators) != list(self.get_validators_for(header)):
+            raise InvalidBlock("proposal lists a validator set other than the one in force")
+        if extra.vanity != compute_validators_hash(self.get_validators_for(header)):
+            raise InvalidBlock("proposal vanity does not commit to the next validator set")
+        overlay, evm = self._stage()
+        try:
+            PolderVM.validate_header(header, parent)
+            base = evm.create_header_from_parent(parent)
+            vm = evm.get_vm(base.copy(gas_used=header.gas_used))
+            validate_imported_block_unchanged(vm.import_block(block).block, block)
+            receipts = evm.chaindb.get_receipts(header, PolderVM.get_receipt_builder())
+        except (ValidationError, BlockNotFound, HeaderNotFound) as exc:
+            raise InvalidBlock(f"proposal #{header.block_number} rejected: {exc}") from exc
+        validate_receipts_succeeded(block, receipts)
+        self._keep_staged(block.hash, overlay)
+
+    def validate_body_rules(self, block: BlockAPI) -> None:
+        """Polder's per-transaction block rules beyond the EVM's ([CHAIN-DEPLOY.1])."""
+        for transaction in block.transactions:
+            try:
+                validate_deploy_permission(transaction, self.genesis.admins)
+            except InvalidTransaction as exc:
+                raise InvalidBlock(f"block #{block.number}: {exc.message}") from exc
+
+    def _keep_staged(self, block_hash: bytes, overlay: BatchDB) -> None:
+        """Remember a staged block's overlay; keep only the few most recent."""
+        self._staged.pop(block_hash, None)
+        self._staged[block_hash] = overlay
+        while len(self._staged) > MAX_STAGED_BLOCKS:
+            del self._staged[next(iter(self._staged))]
+
+    def has_staged(self, block_hash: bytes) -> bool:
+        return block_hash in self._staged
 
     def sign_block(self, block: BlockAPI, private_key: bytes) -> bytes:
         """Return this validator's committed seal over ``block``."""
         return sign_seal(compute_seal_digest(PolderHeader.serialize(block.header)), private_key)
 
     def commit_built_block(self, block: BlockAPI) -> None:
-        """Persist a sealed block this node built (its state is already staged)."""
+        """Persist a sealed block this node built or checked (its state is staged)."""
         overlay = self._staged.pop(block.hash, None)
         if overlay is None:
-            raise InvalidBlock(f"block #{block.number} was not built by this node; import it")
+            raise InvalidBlock(f"block #{block.number} was not built or checked here; import it")
         if block.header.parent_hash != self.head.hash:
             raise InvalidBlock(f"block #{block.number} no longer extends the head")
         evm = self._wrap(self._chain_class(AtomicDB(overlay)))
@@ -456,11 +521,7 @@ class Chain:
         by a non-admin key, and no reverted transaction, since an honest
         proposer never includes one ([CHAIN-DEPLOY.1], [CHAIN-REVERT.1]).
         """
-        for transaction in block.transactions:
-            try:
-                validate_deploy_permission(transaction, self.genesis.admins)
-            except InvalidTransaction as exc:
-                raise InvalidBlock(f"block #{block.number}: {exc.message}") from exc
+        self.validate_body_rules(block)
         overlay, evm = self._stage()
         try:
             # the seal check is cheap and comes first: an unsealed block must
@@ -471,11 +532,7 @@ class Chain:
             receipts = evm.chaindb.get_receipts(block.header, PolderVM.get_receipt_builder())
         except (ValidationError, BlockNotFound, HeaderNotFound) as exc:
             raise InvalidBlock(f"block #{block.number} rejected: {exc}") from exc
-        for index, receipt in enumerate(receipts):
-            if receipt.state_root != b"\x01":
-                raise InvalidBlock(
-                    f"block #{block.number} includes transaction {index}, which reverted"
-                )
+        validate_receipts_succeeded(block, receipts)
         self._commit(overlay)
         self._staged.clear()
 
