@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.polder-installed
 DEVNET ?= .devnet
-VALIDATORS ?= 1
+VALIDATORS ?= 4
 BASE_PORT  ?= 8545
 
 .DEFAULT_GOAL := help

@@ -16,10 +16,17 @@ from aiohttp import web
 
 from consensus.errors import PolderError
 from node.config import load_config
-from node.devnet import get_devnet_status, start_devnet, stop_devnet
+from node.devnet import (
+    get_devnet_status,
+    kill_node,
+    restart_node,
+    start_devnet,
+    stop_devnet,
+)
 
 NEXT_STEPS = """\
-Devnet is up ({count} validator(s), chain id {chain_id}, genesis {genesis_hash}).
+Devnet is up ({count} nodes: validators and one observer; chain id {chain_id},
+genesis {genesis_hash}).
 
   RPC        {rpc}   (HTTP and WebSocket; web3.py needs ExtraDataToPOAMiddleware)
   manifest   {directory}/devnet.json
@@ -29,6 +36,8 @@ Try next:
   curl -s -X POST -H 'Content-Type: application/json' \\
        --data '{{"jsonrpc":"2.0","id":1,"method":"eth_blockNumber","params":[]}}' {rpc}
   .venv/bin/polder devnet status --dir {directory}
+  .venv/bin/polder devnet kill Rotterdam --dir {directory}      # crash one; blocks go on
+  .venv/bin/polder devnet restart Rotterdam --dir {directory}   # it syncs and signs again
   .venv/bin/python scripts/demo_chain.py --devnet {directory}   # deploy, transact, prove
   make stop                                                # stop the devnet
 """
@@ -48,12 +57,16 @@ def main(argv: list[str] | None = None) -> int:
         dest="action", required=True
     )
     start = devnet.add_parser("start", help="create (first time) and start a devnet")
-    start.add_argument("--validators", type=int, default=1)
+    start.add_argument("--validators", type=int, default=4)
     start.add_argument("--dir", type=Path, default=Path(".devnet"))
     start.add_argument("--base-port", type=int, default=8545)
     start.add_argument("--template", type=Path, default=Path("genesis.json"))
     for name in ("stop", "status"):
         devnet.add_parser(name).add_argument("--dir", type=Path, default=Path(".devnet"))
+    for name, text in (("kill", "SIGKILL one node"), ("restart", "start one node again")):
+        one = devnet.add_parser(name, help=text)
+        one.add_argument("name")
+        one.add_argument("--dir", type=Path, default=Path(".devnet"))
     args = parser.parse_args(argv)
     try:
         if args.command in ("run", "node"):
@@ -100,11 +113,21 @@ def run_devnet(args: argparse.Namespace) -> int:
             )
         )
         return 0
+    if args.action == "kill":
+        print(f"killed {args.name} (pid {kill_node(args.dir, args.name)})")
+        return 0
+    if args.action == "restart":
+        entry = restart_node(args.dir, args.name)
+        print(f"restarted {entry['name']} (pid {entry['pid']}) at {entry['rpc']}")
+        return 0
     if args.action == "stop":
         stopped = stop_devnet(args.dir)
         print(f"stopped {', '.join(stopped) if stopped else 'nothing (no node was running)'}")
         return 0
     for entry in get_devnet_status(args.dir):
         state = f"height {entry['height']}" if entry["alive"] else "not running"
-        print(f"{entry['name']:<12} pid {entry['pid']:<8} {entry['rpc']:<24} {state}")
+        print(
+            f"{entry['name']:<12} {entry.get('role', 'validator'):<10} pid {entry['pid']:<8} "
+            f"{entry['rpc']:<24} {state}"
+        )
     return 0

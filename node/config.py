@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from consensus.errors import ConfigError
-from consensus.genesis import Genesis, decode_genesis
+from consensus.genesis import Genesis, decode_genesis, decode_hex
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,16 @@ class RpcConfig:
 
 
 @dataclass(frozen=True)
+class P2PConfig:
+    """Where the validator-to-validator websocket server listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 30303
+    observers: tuple[tuple[bytes, str], ...] = ()
+    """Non-validating nodes (address, ws URL) allowed to connect and follow."""
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Everything a node process needs to start."""
 
@@ -39,6 +49,11 @@ class NodeConfig:
     rpc: RpcConfig
     validator_key_file: Path | None
     """Hex private key of the validator; absent for observer nodes."""
+    node_key_file: Path | None = None
+    """An observer's P2P identity key (validators use their validator key)."""
+    p2p: P2PConfig = P2PConfig()
+    byzantine: str | None = None
+    """Test-only misbehaviour (``equivocate``); refused unless POLDER_ALLOW_BYZANTINE=1."""
 
 
 def resolve(base: Path, value: str) -> Path:
@@ -52,7 +67,9 @@ def load_config(path: Path) -> NodeConfig:
     base = path.parent.resolve()
     try:
         rpc = raw.get("rpc", {})
+        p2p = raw.get("p2p", {})
         key = raw.get("validator_key_file")
+        node_key = raw.get("node_key_file")
         return NodeConfig(
             name=str(raw["name"]),
             data_dir=resolve(base, raw["data_dir"]),
@@ -65,6 +82,16 @@ def load_config(path: Path) -> NodeConfig:
                 max_log_range=int(rpc.get("max_log_range", 10_000)),
             ),
             validator_key_file=resolve(base, key) if key else None,
+            node_key_file=resolve(base, node_key) if node_key else None,
+            p2p=P2PConfig(
+                host=str(p2p.get("host", "127.0.0.1")),
+                port=int(p2p.get("port", 30303)),
+                observers=tuple(
+                    (decode_hex(o["address"], "observer address", 20), str(o["url"]))
+                    for o in p2p.get("observers", [])
+                ),
+            ),
+            byzantine=raw.get("byzantine"),
         )
     except KeyError as exc:
         raise ConfigError(f"{path}: the node config lacks {exc}") from exc

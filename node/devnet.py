@@ -44,6 +44,9 @@ MUNICIPALITIES = (
     "Leiden",
 )
 START_TIMEOUT = 60.0
+P2P_PORT_OFFSET = 1000
+"""A node's P2P port is its RPC port plus this."""
+OBSERVER_NAME = "Observer"
 
 
 def create_devnet_genesis(
@@ -59,7 +62,7 @@ def create_devnet_genesis(
         {
             "name": name,
             "address": to_checksum_address(address),
-            "p2p": f"ws://127.0.0.1:{port + 1000}/p2p",
+            "p2p": f"ws://127.0.0.1:{port + P2P_PORT_OFFSET}/p2p",
             "rpc": f"http://127.0.0.1:{port}",
         }
         for name, address, port in validators
@@ -73,7 +76,15 @@ def create_devnet_genesis(
     return genesis
 
 
-def write_node_config(directory: Path, name: str, port: int, key_file: Path | None) -> Path:
+def write_node_config(
+    directory: Path,
+    name: str,
+    port: int,
+    key_file: Path,
+    observers: list[dict[str, str]],
+    *,
+    validator: bool,
+) -> Path:
     """Write one node's config file and return its path."""
     node_dir = directory / name.lower()
     node_dir.mkdir(parents=True, exist_ok=True)
@@ -82,7 +93,8 @@ def write_node_config(directory: Path, name: str, port: int, key_file: Path | No
         "data_dir": str(node_dir / "data"),
         "genesis": str(directory / "genesis.json"),
         "rpc": {"host": "127.0.0.1", "port": port},
-        "validator_key_file": str(key_file) if key_file else None,
+        "p2p": {"host": "127.0.0.1", "port": port + P2P_PORT_OFFSET, "observers": observers},
+        ("validator_key_file" if validator else "node_key_file"): str(key_file),
     }
     path = node_dir / "config.json"
     path.write_text(json.dumps(config, indent=2) + "\n")
@@ -155,7 +167,7 @@ def start_devnet(
         manifest = load_json(manifest_path, "devnet manifest")
         if any(is_alive(n["pid"]) for n in manifest["nodes"]):
             raise ConfigError(f"a devnet is already running in {directory}; stop it first")
-        if len(manifest["nodes"]) != validators:
+        if sum(n.get("role") == "validator" for n in manifest["nodes"]) != validators:
             raise ConfigError(
                 f"{directory} holds a {len(manifest['nodes'])}-validator devnet; "
                 "stop it and remove the folder to start another size"
@@ -191,12 +203,28 @@ def create_devnet(
     genesis = create_devnet_genesis(template, members, address_of(admin_key))
     (directory / "genesis.json").write_text(json.dumps(genesis, indent=2) + "\n")
     genesis_hash = compute_genesis_hash(load_genesis(directory / "genesis.json"))
+    observer_key = PrivateKey().secret
+    save_private_key(keys_dir / "observer.key", observer_key)
+    observer_port = base_port + validators
+    observers = [
+        {
+            "address": to_checksum_address(address_of(observer_key)),
+            "url": f"ws://127.0.0.1:{observer_port + P2P_PORT_OFFSET}/p2p",
+        }
+    ]
+    members_and_observer = [
+        *((name, port, keys_dir / f"{name.lower()}.key", True) for name, _, port in members),
+        (OBSERVER_NAME, observer_port, keys_dir / "observer.key", False),
+    ]
     nodes = []
-    for name, _, port in members:
-        config = write_node_config(directory, name, port, keys_dir / f"{name.lower()}.key")
+    for name, port, key_file, is_validator in members_and_observer:
+        config = write_node_config(
+            directory, name, port, key_file, observers, validator=is_validator
+        )
         nodes.append(
             {
                 "name": name,
+                "role": "validator" if is_validator else "observer",
                 "rpc": f"http://127.0.0.1:{port}",
                 "ws": f"ws://127.0.0.1:{port}",
                 "pid": 0,
@@ -215,6 +243,40 @@ def create_devnet(
         "contracts": genesis.get("contracts", {}),
         "nodes": nodes,
     }
+
+
+def find_node(manifest: dict[str, Any], name: str) -> dict[str, Any]:
+    for entry in manifest["nodes"]:
+        if entry["name"].lower() == name.lower():
+            return dict(entry)
+    names = ", ".join(n["name"] for n in manifest["nodes"])
+    raise ConfigError(f"no node named {name!r} in this devnet; it has {names}")
+
+
+def kill_node(directory: Path, name: str) -> int:
+    """SIGKILL one node (a crash drill); return its pid."""
+    manifest = load_json(directory / "devnet.json", "devnet manifest")
+    entry = find_node(manifest, name)
+    if not is_alive(entry["pid"]):
+        raise ConfigError(f"{entry['name']} is not running")
+    os.kill(entry["pid"], signal.SIGKILL)
+    return int(entry["pid"])
+
+
+def restart_node(directory: Path, name: str) -> dict[str, Any]:
+    """Start one node again (after kill or stop) and wait for its RPC."""
+    manifest_path = directory / "devnet.json"
+    manifest = load_json(manifest_path, "devnet manifest")
+    entry = find_node(manifest, name)
+    if is_alive(entry["pid"]):
+        stop_process(entry["pid"], 20.0)
+    pid = start_node_process(Path(entry["config"]), Path(entry["log"]))
+    for node in manifest["nodes"]:
+        if node["name"] == entry["name"]:
+            node["pid"] = pid
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    wait_for_rpc(entry["rpc"], pid, Path(entry["log"]))
+    return find_node(manifest, name)
 
 
 def stop_devnet(directory: Path, timeout: float = 20.0) -> list[str]:
@@ -256,6 +318,7 @@ def get_devnet_status(directory: Path) -> list[dict[str, Any]]:
         status.append(
             {
                 "name": entry["name"],
+                "role": entry.get("role", "validator"),
                 "pid": entry["pid"],
                 "alive": alive,
                 "height": height,

@@ -64,8 +64,62 @@ def make_handlers(node: Node, api: EthApi) -> dict[str, Handler]:
         raw = decode_data(params[0], "transaction")
         return "0x" + (await node.submit_transaction(raw)).hex()
 
+    async def status(params: list[Any]) -> Any:
+        bind_params(lambda: None, "polder_status", params)
+        return await node.run(node.status)
+
+    async def get_evidence(params: list[Any]) -> Any:
+        bind_params(lambda: None, "polder_getEvidence", params)
+        return await node.run(node.evidence.load)
+
     handlers["eth_sendRawTransaction"] = send_raw_transaction
+    handlers["polder_status"] = status
+    handlers["polder_getEvidence"] = get_evidence
     return handlers
+
+
+async def handle_metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    node = request.app[NODE_KEY]
+    return web.Response(text=await node.run(format_metrics, node), content_type="text/plain")
+
+
+def format_metrics(node: Node) -> str:
+    """Return the node's counters and gauges in Prometheus exposition format."""
+    bft = node.bft.status()
+    values = [
+        ("polder_block_height", "gauge", "Height of the head block", node.chain.head.block_number),
+        (
+            "polder_blocks_committed_total",
+            "counter",
+            "Blocks committed since start",
+            node.blocks_committed,
+        ),
+        (
+            "polder_rounds_started_total",
+            "counter",
+            "Consensus rounds started",
+            bft["roundsStarted"],
+        ),
+        (
+            "polder_round_changes_total",
+            "counter",
+            "Rounds after round 0 (round changes)",
+            bft["roundChanges"],
+        ),
+        ("polder_peers", "gauge", "Authenticated P2P peers", len(node.p2p.connected_peers())),
+        ("polder_mempool_size", "gauge", "Transactions waiting in the pool", len(node.mempool)),
+        (
+            "polder_finality_latency_seconds",
+            "gauge",
+            "Time between the last two commits",
+            bft["finalityLatencySeconds"],
+        ),
+    ]
+    lines = []
+    for name, kind, help_text, value in values:
+        lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    return "\n".join(lines) + "\n"
 
 
 async def handle_http(request: web.Request) -> web.StreamResponse:
@@ -208,7 +262,7 @@ def make_app(config: NodeConfig) -> web.Application:
         )
         app[NODE_KEY] = node
         app[DISPATCHER_KEY] = Dispatcher(make_handlers(node, api), max_batch=config.rpc.max_batch)
-        node.start()
+        await node.start()
         log.info(
             "%s serving chain %d at head #%d on http://%s:%d (pid %d)",
             config.name,
@@ -234,4 +288,5 @@ def make_app(config: NodeConfig) -> web.Application:
     app.cleanup_ctx.append(node_context)
     app.on_shutdown.append(close_websockets)
     app.router.add_route("*", "/", handle_http)
+    app.router.add_get("/metrics", handle_metrics)
     return app

@@ -1,15 +1,15 @@
-"""A running node: chain, mempool, block production and the hooks the RPC uses.
+"""A running node: chain, mempool, P2P, consensus, and the hooks the RPC uses.
 
-Blocking work (py-evm execution, LevelDB) runs on one dedicated executor
-thread, in submission order, so the event loop only ever waits on futures
-and keeps answering while a block is built.
+Blocking work (py-evm execution, LevelDB, WAL fsync) runs on one dedicated
+executor thread, in submission order, so the event loop only ever waits on
+futures and keeps answering while a block is built.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,11 +19,16 @@ from coincurve import PrivateKey
 from eth.abc import BlockAPI, ReceiptAPI
 from eth_utils import encode_hex
 
-from consensus.seal import compute_address, compute_quorum
+from consensus.errors import ConfigError
+from consensus.seal import compute_address
+from node.bft import Bft
 from node.chain import Chain
 from node.config import NodeConfig, load_genesis, load_private_key
 from node.db import LevelDB
+from node.evidence import EvidenceStore
 from node.mempool import Mempool
+from node.p2p import P2PNetwork, PeerInfo
+from node.wal import ConsensusWal, SigningGuard
 
 log = logging.getLogger("polder.node")
 
@@ -34,107 +39,104 @@ CLIENT_VERSION = "polder/0.1.0/python"
 
 
 class Node:
-    """One node process's state, shared by the RPC server and block production."""
+    """One node process's state, shared by the RPC server, P2P and consensus."""
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.genesis = load_genesis(config.genesis_path)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polder-chain")
-        self.private_key = (
-            load_private_key(config.validator_key_file) if config.validator_key_file else None
-        )
-        self.address = address_of(self.private_key) if self.private_key else None
+        self.private_key = load_node_key(config)
+        self.address = address_of(self.private_key)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.db = LevelDB(config.data_dir / "chain")
         try:
             self.chain = Chain(self.db, self.genesis)
             self.mempool = Mempool(self.chain)
+            self.wal = ConsensusWal(config.data_dir / "wal")
+            self.guard = SigningGuard(config.data_dir / "signing-guard.json", wal=self.wal)
         except Exception:
             self.db.close()
             raise
+        self.evidence = EvidenceStore(config.data_dir / "evidence.jsonl")
         self.listeners: list[BlockListener] = []
-        self.tx_arrived = asyncio.Event()
-        self.last_block_time = time.monotonic()
-        self._producer: asyncio.Task[None] | None = None
+        self.blocks_committed = 0
+        self.started_at = time.time()
+        observers = {address for address, _ in config.p2p.observers}
+        self.p2p = P2PNetwork(
+            private_key=self.private_key,
+            chain_id=self.genesis.chain_id,
+            genesis_hash=self.chain.genesis_hash,
+            host=config.p2p.host,
+            port=config.p2p.port,
+            peers=[
+                peer
+                for peer in [
+                    *(PeerInfo(v.address, v.p2p) for v in self.genesis.validators),
+                    *(PeerInfo(address, url) for address, url in config.p2p.observers),
+                ]
+                if peer.address != self.address
+            ],
+            allowed=lambda address: address in self.chain.validators or address in observers,
+            on_message=self.on_message,
+            on_request=self.on_request,
+            # transactions are gossiped one message each: leave room for bursts
+            rate_per_second=5000.0,
+        )
+        self.bft = Bft(
+            self,
+            wal=self.wal,
+            guard=self.guard,
+            evidence=self.evidence,
+            send=self.p2p.broadcast,
+            is_validator=self.is_validator,
+        )
+
+    @property
+    def is_validator(self) -> bool:
+        return self.address in self.chain.validators
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking ``fn`` on the chain thread and await its result."""
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
+    async def start(self) -> None:
+        await self.p2p.start()
+        await self.bft.start()
+        role = "validator" if self.is_validator else "observer"
+        log.info("%s runs as %s %s", self.config.name, role, encode_hex(self.address))
+
+    async def stop(self) -> None:
+        """Stop consensus first (no new signatures), then the network."""
+        await self.bft.stop()
+        await self.p2p.stop()
+
+    def close(self) -> None:
+        """Close the database last, after the executor has finished its work."""
+        self.executor.shutdown(wait=True)
+        self.guard.close()
+        self.wal.close()
+        self.db.close()
+
     # -- transactions ------------------------------------------------------
 
     async def submit_transaction(self, raw: bytes) -> bytes:
-        """Admit a raw transaction (raises on refusal) and wake the producer."""
+        """Admit a raw transaction (raises on refusal), gossip it, wake consensus."""
         tx_hash = await self.run(self.mempool.add, raw)
-        self.tx_arrived.set()
+        await self.p2p.broadcast("tx", raw)
+        self.bft.on_transaction()
         return tx_hash
 
-    # -- block production (single validator; multi-validator BFT replaces this) --
+    # -- peers -------------------------------------------------------------
 
-    @property
-    def is_sole_validator(self) -> bool:
-        """True when this node's seal alone is a quorum (a 1-validator network)."""
-        validators = self.chain.validators
-        return self.address in validators and compute_quorum(len(validators)) == 1
+    async def on_message(self, peer: bytes, kind: str, payload: bytes) -> None:
+        await self.bft.on_message(peer, kind, payload)
 
-    def start(self) -> None:
-        if self.is_sole_validator:
-            self._producer = asyncio.create_task(self.produce_blocks(), name="producer")
-        elif self.address is not None:
-            log.warning(
-                "%s holds a validator key but the set has %d validators: this build "
-                "seals blocks only in a 1-validator network",
-                self.config.name,
-                len(self.chain.validators),
-            )
-
-    async def stop(self) -> None:
-        if self._producer is not None:
-            self._producer.cancel()
-            await asyncio.gather(self._producer, return_exceptions=True)
-            self._producer = None
-
-    async def produce_blocks(self) -> None:
-        """Seal a block every block period when there are transactions, else less often."""
-        params = self.genesis.consensus
-        while True:
-            idle = time.monotonic() - self.last_block_time
-            if len(self.mempool) == 0:
-                self.tx_arrived.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(
-                        self.tx_arrived.wait(), max(0.0, params.empty_block_period - idle)
-                    )
-                idle = time.monotonic() - self.last_block_time
-            await asyncio.sleep(max(0.0, params.block_period - idle))
-            try:
-                block, receipts = await self.run(self.produce_one_block)
-            except Exception:
-                log.exception("block production failed; retrying next period")
-                self.last_block_time = time.monotonic()
-                continue
-            await self.announce(block, receipts)
-
-    def produce_one_block(self) -> tuple[BlockAPI, tuple[ReceiptAPI, ...]]:
-        """Build, seal and commit one block from the mempool (chain thread)."""
-        key = self.private_key
-        if key is None or self.address is None:
-            raise RuntimeError("only a validator produces blocks")
-        built = self.chain.build_block(
-            self.mempool.select(), timestamp=int(time.time()), coinbase=self.address
-        )
-        sealed = self.chain.seal_block(built.block, [self.chain.sign_block(built.block, key)])
-        self.chain.commit_built_block(sealed)
-        for excluded in built.excluded:
-            log.info("left out tx %s: %s", encode_hex(excluded.tx_hash), excluded.reason)
-        dropped = self.mempool.on_new_head()
-        for tx_hash, reason in dropped:
-            log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
-        return sealed, built.receipts
+    async def on_request(self, peer: bytes, kind: str, payload: bytes) -> bytes:
+        return await self.bft.on_request(peer, kind, payload)
 
     async def announce(self, block: BlockAPI, receipts: tuple[ReceiptAPI, ...]) -> None:
-        """Tell subscribers about a newly committed block."""
-        self.last_block_time = time.monotonic()
+        """Tell RPC subscribers about a newly committed block."""
+        self.blocks_committed += 1
         log.info(
             "committed block #%d %s with %d txs",
             block.number,
@@ -147,12 +149,35 @@ class Node:
             except Exception:
                 log.exception("a block listener failed")
 
-    def close(self) -> None:
-        """Close the database last, after the executor has finished its work."""
-        self.executor.shutdown(wait=True)
-        self.db.close()
+    def status(self) -> dict[str, Any]:
+        """``polder_status``: height, round, peers, validator set, last commit time."""
+        head = self.chain.head
+        return {
+            "name": self.config.name,
+            "address": encode_hex(self.address),
+            "role": "validator" if self.is_validator else "observer",
+            "height": head.block_number,
+            "headHash": encode_hex(head.hash),
+            "genesisHash": encode_hex(self.chain.genesis_hash),
+            "peers": [encode_hex(p) for p in self.p2p.connected_peers()],
+            "validators": [encode_hex(v) for v in self.chain.validators],
+            "mempoolSize": len(self.mempool),
+            **self.bft.status(),
+        }
+
+
+def load_node_key(config: NodeConfig) -> bytes:
+    """The validator key, or an observer's P2P identity key."""
+    path = config.validator_key_file or config.node_key_file
+    if path is None:
+        raise ConfigError(
+            f"{config.name}: set validator_key_file (validators) or node_key_file (observers)"
+        )
+    if config.byzantine and os.environ.get("POLDER_ALLOW_BYZANTINE") != "1":
+        raise ConfigError("byzantine mode is for tests only (set POLDER_ALLOW_BYZANTINE=1)")
+    return load_private_key(path)
 
 
 def address_of(private_key: bytes) -> bytes:
-    """Return the address of a validator key."""
+    """Return the address of a secp256k1 private key."""
     return compute_address(PrivateKey(private_key).public_key)

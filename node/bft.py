@@ -1,0 +1,507 @@
+"""The node side of QBFT: feeds events to the pure state machine, carries out its actions.
+
+One asyncio task owns the :class:`consensus.qbft.Qbft` machine and takes events
+from one queue, so the machine sees them in one order, the same order the WAL
+records them in. Every input is written to the WAL before it is handled; our
+own signed messages are fsynced (and pass the signing guard) before they are
+sent. After a crash the node replays the WAL of the height it was deciding
+through the same handler, so it never signs a conflicting message.
+
+Blocks also travel outside consensus: committed blocks are gossiped (observers
+and validators that fell behind import them, checking seals), and a node that
+learns of a higher head fetches the missing blocks from a peer (block sync).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import rlp
+from eth.abc import BlockAPI, ReceiptAPI
+from eth_utils import encode_hex
+
+from consensus.errors import InvalidBlock, PolderError
+from consensus.messages import (
+    InvalidMessage,
+    SignedMessage,
+    compute_message_kind,
+    compute_signing_digest,
+    decode_signed,
+    encode_signed,
+    recover_sender,
+)
+from consensus.qbft import (
+    Action,
+    BlockBuilt,
+    Broadcast,
+    BuildBlock,
+    CheckProposal,
+    CommitBlock,
+    Event,
+    MessageReceived,
+    ProposalChecked,
+    Qbft,
+    ReportEquivocation,
+    ScheduleTimeout,
+    Start,
+    TimeoutFired,
+)
+from node.evidence import EvidenceStore
+from node.wal import ConsensusWal, SigningGuard, WalRecord
+
+if TYPE_CHECKING:
+    from node.service import Node
+
+log = logging.getLogger("polder.bft")
+
+SYNC_BATCH = 64
+"""Blocks asked for in one sync request."""
+STATUS_INTERVAL = 2.0
+"""Seconds between head announcements to peers (drives block sync)."""
+
+KIND_OWN, KIND_PEER, KIND_TIMEOUT, KIND_BUILT, KIND_CHECKED = 1, 2, 3, 4, 5
+
+
+def encode_event(event: Event) -> tuple[int, bytes] | None:
+    """Return the WAL record (kind, data) of an input event; ``None`` for Start."""
+    if isinstance(event, MessageReceived):
+        return KIND_PEER, encode_signed(event.signed)
+    if isinstance(event, TimeoutFired):
+        return KIND_TIMEOUT, rlp.encode([event.round])
+    if isinstance(event, BlockBuilt):
+        return KIND_BUILT, rlp.encode(
+            [event.round, event.block, event.block_hash, event.seal_digest]
+        )
+    if isinstance(event, ProposalChecked):
+        return KIND_CHECKED, rlp.encode(
+            [event.round, event.block_hash, int(event.valid), event.seal_digest]
+        )
+    return None
+
+
+def decode_event(height: int, kind: int, data: bytes, now: float) -> Event:
+    """Rebuild an input event from its WAL record."""
+    if kind in (KIND_OWN, KIND_PEER):
+        return MessageReceived(signed=decode_signed(data), now=now)
+    items = rlp.decode(data)
+    if kind == KIND_TIMEOUT:
+        return TimeoutFired(
+            height=height, round=rlp.sedes.big_endian_int.deserialize(items[0]), now=now
+        )
+    round_number = rlp.sedes.big_endian_int.deserialize(items[0])
+    if kind == KIND_BUILT:
+        return BlockBuilt(height, round_number, items[1], items[2], items[3])
+    valid = rlp.sedes.big_endian_int.deserialize(items[2]) == 1
+    return ProposalChecked(height, round_number, items[1], valid, items[3])
+
+
+class Bft:
+    """Runs consensus for a validator, or follows the chain for an observer."""
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        wal: ConsensusWal,
+        guard: SigningGuard,
+        evidence: EvidenceStore,
+        send: Callable[[str, bytes], Awaitable[None]],
+        is_validator: bool,
+    ) -> None:
+        self.node = node
+        self.chain = node.chain
+        self.wal = wal
+        self.guard = guard
+        self.evidence = evidence
+        self.broadcast = send
+        genesis = node.genesis
+        self.chain_id = genesis.chain_id
+        self.params = genesis.consensus
+        self.qbft: Qbft | None = (
+            Qbft(genesis.chain_id, node.private_key, self.chain.validators, genesis.consensus)
+            if is_validator
+            else None
+        )
+        self.queue: asyncio.Queue[Event] = asyncio.Queue()
+        self.timers: dict[tuple[int, int], asyncio.TimerHandle] = {}
+        self.start_now = asyncio.Event()
+        self.tasks: list[asyncio.Task[None]] = []
+        self.sync_lock = asyncio.Lock()
+        self.sync_task: asyncio.Task[None] | None = None
+        self.rounds_started = 0
+        self.round_changes = 0
+        self.last_commit_time = time.time()
+        self.finality_latency = 0.0
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def start(self) -> None:
+        """Replay the WAL of the height being decided, then run."""
+        if self.qbft is not None:
+            height = self.chain.head.block_number + 1
+            await self.replay(height)
+            self.tasks.append(asyncio.create_task(self.consume(), name="qbft"))
+        self.tasks.append(asyncio.create_task(self.announce_status(), name="status"))
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for handle in self.timers.values():
+            handle.cancel()
+
+    async def replay(self, height: int) -> None:
+        """Feed Start and every WAL record of ``height`` through the machine."""
+        records = await self.node.run(self.wal.replay, height)
+        now = time.time()
+        await self.handle(Start(height, now, tuple(self.chain.validators)), replaying=True)
+        for record in records:
+            await self.handle(decode_event(height, record.kind, record.data, now), replaying=True)
+        if records:
+            log.info("replayed %d WAL records of height %d", len(records), height)
+
+    async def consume(self) -> None:
+        """The one owner of the machine: handle queued events in order."""
+        while True:
+            event = await self.queue.get()
+            try:
+                await self.handle(event, replaying=False)
+            except Exception:
+                log.exception("consensus event %s failed", type(event).__name__)
+
+    async def handle(self, event: Event, *, replaying: bool) -> None:
+        """Log ``event`` (unless replaying it), run the machine, carry out its actions."""
+        machine = self.qbft
+        if machine is None:
+            return
+        record = encode_event(event)
+        if record is not None and not replaying and not self.is_own_echo(event):
+            kind, data = record
+            height = machine.height or 0
+            await self.node.run(partial(self.wal.append, WalRecord(height, kind, data), sync=False))
+        for action in machine.handle(event):
+            await self.execute(action, replaying=replaying)
+
+    def is_own_echo(self, event: Event) -> bool:
+        """Our own messages are already in the WAL (fsynced before sending)."""
+        if not isinstance(event, MessageReceived):
+            return False
+        try:
+            return recover_sender(event.signed, self.chain_id) == self.node.address
+        except PolderError:
+            return False
+
+    # -- actions ----------------------------------------------------------------
+
+    async def execute(self, action: Action, *, replaying: bool) -> None:
+        if isinstance(action, Broadcast):
+            if not replaying:
+                await self.send_own(action.signed)
+        elif isinstance(action, ScheduleTimeout):
+            self.schedule_timeout(action)
+        elif isinstance(action, BuildBlock):
+            if not replaying:
+                await self.build(action)
+        elif isinstance(action, CheckProposal):
+            if not replaying:
+                await self.check(action)
+        elif isinstance(action, CommitBlock):
+            await self.commit(action)
+        elif isinstance(action, ReportEquivocation):
+            await self.report(action)
+
+    async def send_own(self, signed: SignedMessage[Any]) -> None:
+        """Guard, fsync, send, and echo our own signed message."""
+        payload = signed.payload
+        kind = compute_message_kind(payload)
+        digest = compute_signing_digest(payload, self.chain_id)
+        allowed = await self.node.run(
+            self.guard.may_sign, payload.height, payload.round, int(kind), digest
+        )
+        if not allowed:
+            log.critical(
+                "refused to send a %s for height %d round %d: it conflicts with one signed before",
+                kind.name,
+                payload.height,
+                payload.round,
+            )
+            return
+        await self.node.run(self.guard.record, payload.height, payload.round, int(kind), digest)
+        raw = encode_signed(signed)
+        await self.node.run(
+            partial(self.wal.append, WalRecord(payload.height, KIND_OWN, raw), sync=True)
+        )
+        await self.broadcast("qbft", raw)
+        self.queue.put_nowait(MessageReceived(signed=signed, now=time.time()))
+
+    def schedule_timeout(self, action: ScheduleTimeout) -> None:
+        self.rounds_started += 1
+        if action.round > 0:
+            self.round_changes += 1
+        key = (action.height, action.round)
+        old = self.timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, action.at - time.time())
+        self.timers[key] = asyncio.get_running_loop().call_later(
+            delay, self.fire_timeout, action.height, action.round
+        )
+
+    def fire_timeout(self, height: int, round_number: int) -> None:
+        self.timers.pop((height, round_number), None)
+        if self.qbft is not None and self.qbft.height == height:
+            log.info(
+                "round %d of height %d timed out without a decision: moving to round %d",
+                round_number,
+                height,
+                round_number + 1,
+            )
+        self.queue.put_nowait(TimeoutFired(height, round_number, time.time()))
+
+    async def build(self, action: BuildBlock) -> None:
+        def build() -> BlockBuilt:
+            built = self.chain.build_block(
+                self.node.mempool.select(),
+                timestamp=int(time.time()),
+                coinbase=self.node.address,
+                round_number=action.round,
+            )
+            block = built.block
+            digest = self.chain.compute_seal_digest(block, action.round)
+            return BlockBuilt(action.height, action.round, rlp.encode(block), block.hash, digest)
+
+        if self.chain.head.block_number + 1 != action.height:
+            return
+        self.queue.put_nowait(await self.node.run(build))
+
+    async def check(self, action: CheckProposal) -> None:
+        def check() -> ProposalChecked:
+            try:
+                block = self.chain.decode_block(action.block)
+                if block.hash != action.block_hash:
+                    raise InvalidBlock("the proposed block does not hash to the claimed hash")
+                if not self.chain.has_staged(block.hash):
+                    self.chain.check_proposal(block, time.time())
+                digest = self.chain.compute_seal_digest(block, action.round)
+            except PolderError as exc:
+                log.warning(
+                    "proposal for height %d round %d refused: %s",
+                    action.height,
+                    action.round,
+                    exc.message,
+                )
+                return ProposalChecked(action.height, action.round, action.block_hash, False, b"")
+            return ProposalChecked(action.height, action.round, action.block_hash, True, digest)
+
+        self.queue.put_nowait(await self.node.run(check))
+
+    async def commit(self, action: CommitBlock) -> None:
+        """Seal the decided block with the quorum's seals, persist it, start the next height."""
+
+        def persist() -> tuple[BlockAPI, tuple[ReceiptAPI, ...]] | None:
+            if self.chain.head.block_number >= action.height:
+                return None  # already imported through gossip or sync
+            block = self.chain.decode_block(action.block)
+            sealed = self.chain.seal_block(block, action.seals, action.round)
+            if self.chain.has_staged(sealed.hash):
+                self.chain.commit_built_block(sealed)
+            else:
+                self.chain.import_block(sealed)
+            return sealed, self.chain.get_receipts(sealed.header)
+
+        result = await self.node.run(persist)
+        if result is not None:
+            await self.after_commit(*result)
+        else:
+            self.schedule_start(self.chain.head.block_number + 1)
+
+    async def after_commit(self, block: BlockAPI, receipts: tuple[ReceiptAPI, ...]) -> None:
+        """Everything that follows a new head, however it arrived."""
+        now = time.time()
+        self.finality_latency = now - self.last_commit_time
+        self.last_commit_time = now
+        for key in [k for k in self.timers if k[0] <= block.number]:
+            self.timers.pop(key).cancel()
+        dropped = await self.node.run(self.node.mempool.on_new_head)
+        for tx_hash, reason in dropped:
+            log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
+        await self.node.run(self.wal.truncate_before, block.number)
+        await self.broadcast("block", rlp.encode(block))
+        await self.node.announce(block, receipts)
+        self.schedule_start(block.number + 1)
+
+    async def report(self, action: ReportEquivocation) -> None:
+        sender = recover_sender(action.first, self.chain_id)
+        log.warning(
+            "equivocation by validator %s at height %d round %d: evidence kept",
+            encode_hex(sender),
+            action.first.payload.height,
+            action.first.payload.round,
+        )
+        await self.node.run(self.evidence.save, sender, action.first, action.second)
+
+    # -- heights ---------------------------------------------------------------
+
+    def schedule_start(self, height: int) -> None:
+        """Start ``height`` after the block period (longer when there is nothing to do)."""
+        if self.qbft is None:
+            return
+        self.start_now.clear()
+        busy = len(self.node.mempool) > 0
+        delay = self.params.block_period if busy else self.params.empty_block_period
+        self.tasks.append(asyncio.create_task(self.start_after(height, delay)))
+        self.tasks = [t for t in self.tasks if not t.done()]
+
+    async def start_after(self, height: int, delay: float) -> None:
+        begin = time.time()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.start_now.wait(), delay)
+        # a transaction or a peer's message woke us early: still leave one block period
+        await asyncio.sleep(max(0.0, self.params.block_period - (time.time() - begin)))
+        machine = self.qbft
+        if machine is not None and self.chain.head.block_number + 1 == height > (
+            machine.height or 0
+        ):
+            self.queue.put_nowait(Start(height, time.time(), tuple(self.chain.validators)))
+
+    def on_transaction(self) -> None:
+        """A transaction arrived: an idle network should not wait for the empty period."""
+        self.start_now.set()
+
+    # -- peers ---------------------------------------------------------------
+
+    async def on_message(self, peer: bytes, kind: str, payload: bytes) -> None:
+        if kind == "qbft":
+            await self.on_consensus_message(peer, payload)
+        elif kind == "block":
+            await self.on_block(peer, payload)
+        elif kind == "status":
+            await self.on_status(peer, payload)
+        elif kind == "tx":
+            with contextlib.suppress(PolderError):
+                await self.node.run(self.node.mempool.add, payload)
+                self.on_transaction()
+
+    async def on_consensus_message(self, peer: bytes, payload: bytes) -> None:
+        if self.qbft is None:
+            return
+        try:
+            signed = decode_signed(payload)
+        except InvalidMessage as exc:
+            log.info("dropped a malformed consensus message from %s: %s", encode_hex(peer), exc)
+            return
+        height = signed.payload.height
+        head = self.chain.head.block_number
+        if height > head + 1:
+            self.start_sync(peer)
+        if height == head + 1:
+            self.start_now.set()
+        self.queue.put_nowait(MessageReceived(signed=signed, now=time.time()))
+
+    async def on_block(self, peer: bytes, payload: bytes) -> None:
+        """A committed block gossiped by a peer: import it if it is our next one."""
+        head = self.chain.head.block_number
+        try:
+            number = self.chain.decode_block(payload).number
+        except InvalidBlock:
+            return
+        if number == head + 1:
+            await self.import_raw(payload)
+        elif number > head + 1:
+            self.start_sync(peer)
+
+    async def on_status(self, peer: bytes, payload: bytes) -> None:
+        try:
+            their_head = rlp.sedes.big_endian_int.deserialize(payload)
+        except rlp.exceptions.DeserializationError:
+            return
+        if their_head > self.chain.head.block_number:
+            self.start_sync(peer)
+
+    async def on_request(self, peer: bytes, kind: str, payload: bytes) -> bytes:
+        """Serve block sync: ``blocks`` with RLP([first, count]) → RLP([block, ...])."""
+        del peer  # any authenticated peer may sync
+        if kind != "blocks":
+            raise InvalidMessage(f"unknown request {kind!r}")
+        first, count = (rlp.sedes.big_endian_int.deserialize(x) for x in rlp.decode(payload))
+        return await self.node.run(self.get_blocks_rlp, first, min(count, SYNC_BATCH))
+
+    def get_blocks_rlp(self, first: int, count: int) -> bytes:
+        head = self.chain.head.block_number
+        blocks = [
+            rlp.encode(self.chain.get_block(self.chain.get_header_by_number(n)))
+            for n in range(first, min(head, first + count - 1) + 1)
+        ]
+        encoded: bytes = rlp.encode(blocks)
+        return encoded
+
+    async def import_raw(self, raw: bytes) -> bool:
+        """Import one sealed block (seals checked); return False if refused."""
+
+        def do_import() -> tuple[BlockAPI, tuple[ReceiptAPI, ...]] | None:
+            block = self.chain.decode_block(raw)
+            if block.number != self.chain.head.block_number + 1:
+                return None
+            self.chain.import_block(block)
+            return block, self.chain.get_receipts(block.header)
+
+        try:
+            result = await self.node.run(do_import)
+        except InvalidBlock as exc:
+            log.warning("refused a block from a peer: %s", exc.message)
+            return False
+        if result is None:
+            return False
+        await self.after_commit(*result)
+        return True
+
+    def start_sync(self, peer: bytes) -> None:
+        """Start block sync from ``peer`` unless a sync is already running."""
+        if self.sync_task is None or self.sync_task.done():
+            self.sync_task = asyncio.create_task(self.sync_from(peer), name="sync")
+
+    async def sync_from(self, peer: bytes) -> None:
+        """Fetch and import blocks from ``peer`` until we reach its head."""
+        if self.sync_lock.locked():
+            return
+        async with self.sync_lock:
+            while True:
+                first = self.chain.head.block_number + 1
+                try:
+                    reply = await self.node.p2p.request(
+                        peer, "blocks", rlp.encode([first, SYNC_BATCH])
+                    )
+                    blocks = rlp.decode(reply)
+                except (PolderError, rlp.exceptions.DecodingError) as exc:
+                    log.info("block sync from %s stopped: %s", encode_hex(peer), exc)
+                    return
+                if not blocks:
+                    return
+                log.info(
+                    "syncing blocks %d-%d from %s", first, first + len(blocks) - 1, encode_hex(peer)
+                )
+                for raw in blocks:
+                    if not isinstance(raw, bytes) or not await self.import_raw(raw):
+                        return
+
+    async def announce_status(self) -> None:
+        while True:
+            await self.broadcast("status", rlp.encode(self.chain.head.block_number))
+            await asyncio.sleep(STATUS_INTERVAL)
+
+    def status(self) -> dict[str, Any]:
+        """What an operator wants to see first."""
+        return {
+            "round": self.qbft.round if self.qbft is not None else None,
+            "consensusHeight": self.qbft.height if self.qbft is not None else None,
+            "lastCommitTime": self.last_commit_time,
+            "roundsStarted": self.rounds_started,
+            "roundChanges": self.round_changes,
+            "finalityLatencySeconds": self.finality_latency,
+        }
