@@ -19,22 +19,28 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import rlp
 from eth.abc import BlockAPI, ReceiptAPI
+from eth_hash.auto import keccak
 from eth_utils import encode_hex
 
 from consensus.errors import InvalidBlock, PolderError
 from consensus.messages import (
+    Commit,
     InvalidMessage,
+    Prepare,
+    Proposal,
     SignedMessage,
     compute_message_kind,
     compute_signing_digest,
     decode_signed,
     encode_signed,
     recover_sender,
+    sign_message,
 )
 from consensus.qbft import (
     Action,
@@ -138,6 +144,10 @@ class Bft:
         self.round_changes = 0
         self.last_commit_time = time.time()
         self.finality_latency = 0.0
+        """Seconds from starting the last height to committing it."""
+        self.block_interval = 0.0
+        """Seconds between the last two commits."""
+        self.height_started_at = time.time()
 
     # -- life cycle -----------------------------------------------------------
 
@@ -239,6 +249,22 @@ class Bft:
         )
         await self.broadcast("qbft", raw)
         self.queue.put_nowait(MessageReceived(signed=signed, now=time.time()))
+        if self.node.config.byzantine == "equivocate":
+            await self.equivocate(payload)
+
+    async def equivocate(self, payload: Any) -> None:
+        """Test-only byzantine step: also send a conflicting vote for the same round.
+
+        Enabled only by config ``"byzantine": "equivocate"`` together with
+        ``POLDER_ALLOW_BYZANTINE=1``; it bypasses the WAL and the signing guard,
+        which is exactly what an honest node never does.
+        """
+        if not isinstance(payload, Proposal | Prepare | Commit):
+            return
+        twin = replace(payload, block_hash=keccak(payload.block_hash))
+        signed = sign_message(twin, self.node.private_key, self.chain_id)
+        log.warning("byzantine mode: sent a conflicting %s", type(payload).__name__)
+        await self.broadcast("qbft", encode_signed(signed))
 
     def schedule_timeout(self, action: ScheduleTimeout) -> None:
         self.rounds_started += 1
@@ -324,7 +350,8 @@ class Bft:
     async def after_commit(self, block: BlockAPI, receipts: tuple[ReceiptAPI, ...]) -> None:
         """Everything that follows a new head, however it arrived."""
         now = time.time()
-        self.finality_latency = now - self.last_commit_time
+        self.block_interval = now - self.last_commit_time
+        self.finality_latency = now - self.height_started_at
         self.last_commit_time = now
         for key in [k for k in self.timers if k[0] <= block.number]:
             self.timers.pop(key).cancel()
@@ -368,6 +395,7 @@ class Bft:
         if machine is not None and self.chain.head.block_number + 1 == height > (
             machine.height or 0
         ):
+            self.height_started_at = time.time()
             self.queue.put_nowait(Start(height, time.time(), tuple(self.chain.validators)))
 
     def on_transaction(self) -> None:
@@ -504,4 +532,5 @@ class Bft:
             "roundsStarted": self.rounds_started,
             "roundChanges": self.round_changes,
             "finalityLatencySeconds": self.finality_latency,
+            "blockIntervalSeconds": self.block_interval,
         }
