@@ -119,6 +119,14 @@ def format_metrics(node: Node) -> str:
     lines = []
     for name, kind, help_text, value in values:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+    lines += [
+        "# HELP polder_executor_seconds_total Seconds the chain thread spent, by task",
+        "# TYPE polder_executor_seconds_total counter",
+        *(
+            f'polder_executor_seconds_total{{task="{task}"}} {seconds:.6f}'
+            for task, seconds in sorted(node.executor_seconds.items())
+        ),
+    ]
     return "\n".join(lines) + "\n"
 
 
