@@ -104,9 +104,8 @@ class Node:
         ``executor_seconds`` (by function name) for ``/metrics``: it shows how
         much of a block's latency is execution and how much is messaging.
         """
-        name = getattr(fn, "__name__", None) or getattr(
-            getattr(fn, "func", None), "__name__", "task"
-        )
+        inner = getattr(fn, "func", fn)  # functools.partial keeps the function in .func
+        name: str = getattr(inner, "__name__", "task")
 
         def timed() -> T:
             began = time.perf_counter()
