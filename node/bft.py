@@ -446,8 +446,8 @@ class Bft:
 
     async def on_status(self, peer: bytes, payload: bytes) -> None:
         try:
-            their_head = rlp.sedes.big_endian_int.deserialize(payload)
-        except rlp.exceptions.DeserializationError:
+            their_head = rlp.decode(payload, sedes=rlp.sedes.big_endian_int)
+        except (rlp.exceptions.DecodingError, rlp.exceptions.DeserializationError):
             return
         if their_head > self.chain.head.block_number:
             self.start_sync(peer)
