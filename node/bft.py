@@ -66,6 +66,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("polder.bft")
 
+BUILD_SHARE_OF_TIMEOUT = 0.2
+"""Share of the round-0 timeout a proposer may spend filling a block."""
 SYNC_BATCH = 64
 """Blocks asked for in one sync request."""
 STATUS_INTERVAL = 2.0
@@ -168,7 +170,7 @@ class Bft:
 
     async def replay(self, height: int) -> None:
         """Feed Start and every WAL record of ``height`` through the machine."""
-        records = await self.node.run(self.wal.replay, height)
+        records = await self.node.run_urgent(self.wal.replay, height)
         now = time.time()
         await self.handle(Start(height, now, tuple(self.chain.validators)), replaying=True)
         for record in records:
@@ -194,7 +196,9 @@ class Bft:
         if record is not None and not replaying and not self.is_own_echo(event):
             kind, data = record
             height = machine.height or 0
-            await self.node.run(partial(self.wal.append, WalRecord(height, kind, data), sync=False))
+            await self.node.run_urgent(
+                partial(self.wal.append, WalRecord(height, kind, data), sync=False)
+            )
         for action in machine.handle(event):
             await self.execute(action, replaying=replaying)
 
@@ -231,7 +235,7 @@ class Bft:
         payload = signed.payload
         kind = compute_message_kind(payload)
         digest = compute_signing_digest(payload, self.chain_id)
-        allowed = await self.node.run(
+        allowed = await self.node.run_urgent(
             self.guard.may_sign, payload.height, payload.round, int(kind), digest
         )
         if not allowed:
@@ -242,9 +246,11 @@ class Bft:
                 payload.round,
             )
             return
-        await self.node.run(self.guard.record, payload.height, payload.round, int(kind), digest)
+        await self.node.run_urgent(
+            self.guard.record, payload.height, payload.round, int(kind), digest
+        )
         raw = encode_signed(signed)
-        await self.node.run(
+        await self.node.run_urgent(
             partial(self.wal.append, WalRecord(payload.height, KIND_OWN, raw), sync=True)
         )
         await self.broadcast("qbft", raw)
@@ -297,6 +303,9 @@ class Bft:
                 timestamp=int(time.time()),
                 coinbase=self.node.address,
                 round_number=action.round,
+                # a block every validator must re-execute within the round's
+                # timeout: stop filling it well before that
+                max_seconds=self.params.request_timeout * BUILD_SHARE_OF_TIMEOUT,
             )
             block = built.block
             digest = self.chain.compute_seal_digest(block, action.round)
@@ -304,7 +313,7 @@ class Bft:
 
         if self.chain.head.block_number + 1 != action.height:
             return
-        self.queue.put_nowait(await self.node.run(build))
+        self.queue.put_nowait(await self.node.run_urgent(build))
 
     async def check(self, action: CheckProposal) -> None:
         def check() -> ProposalChecked:
@@ -325,7 +334,7 @@ class Bft:
                 return ProposalChecked(action.height, action.round, action.block_hash, False, b"")
             return ProposalChecked(action.height, action.round, action.block_hash, True, digest)
 
-        self.queue.put_nowait(await self.node.run(check))
+        self.queue.put_nowait(await self.node.run_urgent(check))
 
     async def commit(self, action: CommitBlock) -> None:
         """Seal the decided block with the quorum's seals, persist it, start the next height."""
@@ -341,7 +350,7 @@ class Bft:
                 self.chain.import_block(sealed)
             return sealed, self.chain.get_receipts(sealed.header)
 
-        result = await self.node.run(persist)
+        result = await self.node.run_urgent(persist)
         if result is not None:
             await self.after_commit(*result)
         else:
@@ -355,12 +364,14 @@ class Bft:
         self.last_commit_time = now
         for key in [k for k in self.timers if k[0] <= block.number]:
             self.timers.pop(key).cancel()
-        dropped = await self.node.run(self.node.mempool.on_new_head)
-        for tx_hash, reason in dropped:
-            log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
-        await self.node.run(self.wal.truncate_before, block.number)
+        # peers, observers and subscribers first: refreshing the pool can take a while
         await self.broadcast("block", rlp.encode(block))
         await self.node.announce(block, receipts)
+        await self.node.run_urgent(self.wal.truncate_before, block.number)
+        included = frozenset(tx.hash for tx in block.transactions)
+        dropped = await self.node.run_urgent(self.node.mempool.on_new_head, included)
+        for tx_hash, reason in dropped:
+            log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
         self.schedule_start(block.number + 1)
 
     async def report(self, action: ReportEquivocation) -> None:
@@ -371,7 +382,7 @@ class Bft:
             action.first.payload.height,
             action.first.payload.round,
         )
-        await self.node.run(self.evidence.save, sender, action.first, action.second)
+        await self.node.run_urgent(self.evidence.save, sender, action.first, action.second)
 
     # -- heights ---------------------------------------------------------------
 
@@ -413,7 +424,7 @@ class Bft:
             await self.on_status(peer, payload)
         elif kind == "tx":
             with contextlib.suppress(PolderError):
-                await self.node.run(self.node.mempool.add, payload)
+                await self.node.run(partial(self.node.mempool.add, payload, dry_run=False))
                 self.on_transaction()
 
     async def on_consensus_message(self, peer: bytes, payload: bytes) -> None:
@@ -480,7 +491,7 @@ class Bft:
             return block, self.chain.get_receipts(block.header)
 
         try:
-            result = await self.node.run(do_import)
+            result = await self.node.run_urgent(do_import)
         except InvalidBlock as exc:
             log.warning("refused a block from a peer: %s", exc.message)
             return False

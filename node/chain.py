@@ -11,6 +11,7 @@ one dedicated executor thread, never on the event loop, and never two at once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -383,6 +384,7 @@ class Chain:
         timestamp: int,
         coinbase: bytes,
         round_number: int = 0,
+        max_seconds: float | None = None,
     ) -> BuiltBlock:
         """Execute ``transactions`` in one batch on top of the head; do not commit.
 
@@ -409,7 +411,10 @@ class Chain:
         included: list[SignedTransactionAPI] = []
         receipts: list[ReceiptAPI] = []
         excluded: list[Excluded] = []
+        deadline = None if max_seconds is None else time.perf_counter() + max_seconds
         for transaction in transactions:
+            if deadline is not None and time.perf_counter() > deadline:
+                break  # the rest waits for the next block
             if transaction.gas > header.gas_limit - header.gas_used:
                 continue  # stays in the mempool for the next block
             try:

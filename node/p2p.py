@@ -8,7 +8,7 @@ Every node listens on ``ws://HOST:PORT/p2p`` and dials every configured peer,
 redialling with capped exponential backoff and jitter. Both ends prove their
 key in a mutual challenge-response handshake before any message flows.
 
-Handshake (three binary websocket frames; ``‖`` is concatenation)::
+Handshake (four binary websocket frames; ``‖`` is concatenation)::
 
     digest(challenge, verifier) = keccak256(
         b"polder-p2p-v1" ‖ chain_id (8 bytes, big-endian) ‖ genesis_hash (32)
@@ -24,18 +24,22 @@ Handshake (three binary websocket frames; ``‖`` is concatenation)::
     3. listener -> dialler  WELCOME    0x12 ‖ listener address (20)
                                             ‖ sig(digest(challenge_D, dialler address)) (65)
                                                                                 86 bytes
+    4. dialler  -> listener READY      0x13                                     1 byte
 
-The listener answers (3) only after (2) verified, so a stranger never obtains
-a signature. A side refuses, closes with 1008 (policy violation) and a short
-reason, logs the reason and counts ``refused_handshakes`` when: a frame has
-the wrong type or length; the signature does not recover to the claimed
-address (which is what a wrong chain id or genesis hash, a replayed answer
-to an older challenge, or an answer meant for another node look like: each
-challenge is fresh and each signature names its verifier); ``allowed(address)``
-is False; the address is the node's own; a dialler's expected address is not
-the one that answered; the whole exchange takes over ``handshake_timeout``
-(5 s). A claimed address is never used before its signature verified. At
-most 32 inbound handshakes run at once; further upgrades get HTTP 503.
+Each side registers the peer only once it verified the other: the dialler
+after checking (3), the listener on (4), so a refused peer never appears in
+``connected_peers`` even briefly. The listener answers (3) only after (2)
+verified, so a stranger never obtains a signature. A side refuses, closes with
+1008 (policy violation) and a short reason, logs the reason and counts
+``refused_handshakes`` when: a frame has the wrong type or length; the
+signature does not recover to the claimed address (which is what a wrong
+chain id or genesis hash, a replayed answer to an older challenge, or an
+answer meant for another node look like: each challenge is fresh and each
+signature names its verifier); ``allowed(address)`` is False; the address is
+the node's own; a dialler's expected address is not the one that answered;
+the whole exchange takes over ``handshake_timeout`` (5 s). A claimed address
+is never used before its signature verified. At most 32 inbound handshakes
+run at once; further upgrades get HTTP 503.
 
 Data frames (binary websocket frames, after the handshake)::
 
@@ -108,9 +112,11 @@ SIGNATURE_LENGTH = 65
 HANDSHAKE_CHALLENGE = 0x10
 HANDSHAKE_HELLO = 0x11
 HANDSHAKE_WELCOME = 0x12
+HANDSHAKE_READY = 0x13
 CHALLENGE_FRAME_LENGTH = 1 + CHALLENGE_LENGTH
 HELLO_FRAME_LENGTH = 1 + ADDRESS_LENGTH + SIGNATURE_LENGTH + CHALLENGE_LENGTH
 WELCOME_FRAME_LENGTH = 1 + ADDRESS_LENGTH + SIGNATURE_LENGTH
+READY_FRAME = bytes([HANDSHAKE_READY])
 
 FRAME_VERSION = 0x01
 FLAG_REQUEST = 0x01
@@ -390,6 +396,11 @@ def decode_welcome(data: bytes) -> Welcome:
     """Decode a WELCOME frame; raise :class:`HandshakeRefused` if malformed."""
     validate_handshake_frame(data, HANDSHAKE_WELCOME, WELCOME_FRAME_LENGTH, "WELCOME")
     return Welcome(address=data[1 : 1 + ADDRESS_LENGTH], signature=data[1 + ADDRESS_LENGTH :])
+
+
+def decode_ready(data: bytes) -> None:
+    """Check a READY frame; raise :class:`HandshakeRefused` if it is anything else."""
+    validate_handshake_frame(data, HANDSHAKE_READY, len(READY_FRAME), "READY")
 
 
 def validate_handshake_frame(data: bytes, tag: int, length: int, name: str) -> None:
@@ -711,21 +722,27 @@ class P2PNetwork:
             compress=False,
             max_msg_size=self.max_message_bytes,
         )
-        await ws.prepare(request)
+        # Tracked before prepare() yields, so that stop() never misses it.
         self._sockets.add(ws)
         try:
-            peer = await self._authenticate_dialler(ws, request.remote)
+            peer = await self._authenticate_dialler(ws, request)
             if peer is not None:
                 await self._serve(Connection(ws, peer, outbound=False, bucket=self._new_bucket()))
         finally:
             self._sockets.discard(ws)
-        return ws
+        return ws if ws.prepared else web.Response(status=503, text="shutting down")
 
-    async def _authenticate_dialler(self, ws: Socket, remote: str | None) -> bytes | None:
+    async def _authenticate_dialler(
+        self, ws: web.WebSocketResponse, request: web.Request
+    ) -> bytes | None:
         """Run the listener's half of the handshake; the dialler's address, or None (refused)."""
+        remote = request.remote
         self._handshakes += 1
         try:
             async with asyncio.timeout(self.handshake_timeout):
+                await ws.prepare(request)
+                if self._stopping:
+                    raise HandshakeRefused("node shutting down")
                 return await self._accept_handshake(ws)
         except TimeoutError:
             await self._refuse(ws, remote, "handshake timed out")
@@ -750,6 +767,8 @@ class P2PNetwork:
             self.private_key, self.chain_id, self.genesis_hash, hello.challenge, hello.address
         )
         await ws.send_bytes(encode_welcome(Welcome(address=self.address, signature=signature)))
+        # the dialler checks our answer in turn; only its READY makes the link usable
+        decode_ready(await receive_handshake_frame(ws))
         return hello.address
 
     def _validate_peer(self, address: bytes) -> None:
@@ -869,6 +888,7 @@ class P2PNetwork:
         )
         validate_handshake_signature(digest, welcome.signature, expected)
         self._validate_peer(expected)
+        await ws.send_bytes(READY_FRAME)
 
     # -- serving an authenticated connection ------------------------------------
 

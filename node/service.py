@@ -12,7 +12,6 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from coincurve import PrivateKey
@@ -26,6 +25,7 @@ from node.chain import Chain
 from node.config import NodeConfig, load_genesis, load_private_key
 from node.db import LevelDB
 from node.evidence import EvidenceStore
+from node.executor import CONSENSUS, NORMAL, ChainThread
 from node.mempool import Mempool
 from node.p2p import P2PNetwork, PeerInfo
 from node.wal import ConsensusWal, SigningGuard
@@ -44,7 +44,7 @@ class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
         self.genesis = load_genesis(config.genesis_path)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polder-chain")
+        self.executor = ChainThread("polder-chain")
         self.private_key = load_node_key(config)
         self.address = address_of(self.private_key)
         config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -98,6 +98,14 @@ class Node:
         return self.address in self.chain.validators
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking ``fn`` on the chain thread (normal priority) and await it."""
+        return await self.run_with(NORMAL, fn, *args)
+
+    async def run_urgent(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run consensus work on the chain thread ahead of admissions and RPC reads."""
+        return await self.run_with(CONSENSUS, fn, *args)
+
+    async def run_with(self, priority: int, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking ``fn`` on the chain thread and await its result.
 
         The time each kind of work holds the thread is summed in
@@ -115,7 +123,7 @@ class Node:
                 elapsed = time.perf_counter() - began
                 self.executor_seconds[name] = self.executor_seconds.get(name, 0.0) + elapsed
 
-        return await asyncio.get_running_loop().run_in_executor(self.executor, timed)
+        return await asyncio.wrap_future(self.executor.submit(priority, timed))
 
     async def start(self) -> None:
         await self.p2p.start()
@@ -130,7 +138,7 @@ class Node:
 
     def close(self) -> None:
         """Close the database last, after the executor has finished its work."""
-        self.executor.shutdown(wait=True)
+        self.executor.shutdown()
         self.guard.close()
         self.wal.close()
         self.db.close()
