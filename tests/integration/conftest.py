@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from devnet_tools import is_process_gone
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -59,21 +60,6 @@ def find_free_port() -> int:
                 continue
         return int(port)
     raise RuntimeError("no free loopback port pair found")
-
-
-def is_process_gone(pid: int) -> bool:
-    """True once ``pid`` has exited (a zombie awaiting its parent counts as gone)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] in ("Z", "X")
 
 
 def kill_process_group(pid: int) -> None:

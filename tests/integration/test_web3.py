@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import rlp
+from devnet_tools import encode_header_fields
 from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -32,50 +33,12 @@ COUNT_SLOT = 1
 ZERO32 = b"\x00" * 32
 WS_TIMEOUT = 20.0
 
-HEADER_FIELDS = (
-    ("parentHash", bytes),
-    ("sha3Uncles", bytes),
-    ("miner", bytes),
-    ("stateRoot", bytes),
-    ("transactionsRoot", bytes),
-    ("receiptsRoot", bytes),
-    ("logsBloom", bytes),
-    ("difficulty", int),
-    ("number", int),
-    ("gasLimit", int),
-    ("gasUsed", int),
-    ("timestamp", int),
-    ("extraData", bytes),
-    ("mixHash", bytes),
-    ("nonce", bytes),
-    ("baseFeePerGas", int),
-    ("withdrawalsRoot", bytes),
-    ("blobGasUsed", int),
-    ("excessBlobGas", int),
-    ("parentBeaconBlockRoot", bytes),
-    ("requestsHash", bytes),
-)
-"""A Prague header's RLP fields, in order, by their JSON names."""
-
 
 # -- helpers -------------------------------------------------------------------------------
 
 
 def topic_of_address(address: str) -> str:
     return "0x" + (b"\x00" * 12 + bytes.fromhex(address[2:])).hex()
-
-
-def encode_header_fields(block: dict[str, Any]) -> list[bytes]:
-    """Rebuild a header's RLP fields from its JSON object."""
-    fields = []
-    for name, kind in HEADER_FIELDS:
-        value = block[name]
-        if kind is int:
-            number = int(value, 16)
-            fields.append(number.to_bytes((number.bit_length() + 7) // 8, "big"))
-        else:
-            fields.append(bytes.fromhex(value[2:]))
-    return fields
 
 
 def decode_proof(nodes: list[Any]) -> list[Any]:
