@@ -85,9 +85,11 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import random
 import re
 import secrets
+import socket
 import struct
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass
@@ -445,6 +447,24 @@ async def close_socket(ws: Socket, code: int, reason: str) -> None:
         await ws.close(code=code, message=message)
 
 
+def open_listening_socket(host: str, port: int) -> socket.socket:
+    """Return a non-blocking TCP socket listening on ``host:port`` (port 0: any free one)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        if os.name == "posix":  # rebind right after a restart; elsewhere it allows port theft
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def format_address(address: bytes) -> str:
     """Short form of an address for logs."""
     return "0x" + address.hex()[:8]
@@ -528,7 +548,8 @@ class P2PNetwork:
         self._request_ids = itertools.count(1)
         self._rng = random.SystemRandom()
         self._runner: web.AppRunner | None = None
-        self._site: web.TCPSite | None = None
+        self._site: web.SockSite | None = None
+        self._listener: socket.socket | None = None
         self._session: aiohttp.ClientSession | None = None
         self._handshakes = 0
         """Inbound handshakes in progress (capped: each holds a socket for up to 5 s)."""
@@ -554,15 +575,16 @@ class P2PNetwork:
         )
         await runner.setup()
         self._runner = runner
-        site = web.TCPSite(runner, self.host, self.port)
         try:
-            await site.start()
+            listener = open_listening_socket(self.host, self.port)
         except OSError as exc:
             await runner.cleanup()
             self._runner = None
             raise ConfigError(f"cannot listen for peers on {self.host}:{self.port}: {exc}") from exc
-        self._site = site
-        self.port = int(runner.addresses[0][1])
+        self._listener = listener
+        self._site = web.SockSite(runner, listener)
+        await self._site.start()
+        self.port = int(listener.getsockname()[1])
         self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         for peer in self._peers.values():
             self._start_dialer(peer)
@@ -573,13 +595,15 @@ class P2PNetwork:
         if self._stopping:
             return
         self._stopping = True
-        if self._site is not None:
-            # Stop listening first, then let connections accepted just before
-            # reach the server (two loop turns in asyncio), so that the runner's
-            # cleanup below closes them instead of losing track of them.
-            await self._site.stop()
+        if self._site is not None and self._listener is not None:
+            # Stop accepting a few loop turns before closing the server: asyncio
+            # hands an accepted socket to its server one turn later, and on
+            # Python 3.11 a socket that arrives after close() leaks unclosed.
+            with contextlib.suppress(NotImplementedError, ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._listener.fileno())
             for _ in range(3):
                 await asyncio.sleep(0)
+            await self._site.stop()
         await asyncio.gather(
             *(
                 close_socket(ws, WSCloseCode.GOING_AWAY, "node shutting down")
