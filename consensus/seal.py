@@ -150,6 +150,22 @@ def get_extra_data(fields: HeaderFields) -> ExtraData:
     return decode_extra_data(fields[EXTRA_DATA_INDEX])
 
 
+def validate_validator_set(extra: ExtraData, validators: Sequence[Address]) -> None:
+    """Raise :class:`InvalidBlock` unless the header names the set in force.
+
+    [CHAIN-SEAL-SET.1] its ``validators`` equal the trusted set;
+    [CHAIN-VANITY.1] its vanity commits to the next set, which equals the
+    current one until governance changes it.
+    """
+    if list(extra.validators) != list(validators):
+        raise InvalidBlock(
+            "header lists a validator set other than the one in force",
+            expected=["0x" + v.hex() for v in validators],
+        )
+    if extra.vanity != compute_validators_hash(validators):
+        raise InvalidBlock("header vanity does not commit to the next validator set")
+
+
 def compute_block_hash(fields: HeaderFields) -> bytes:
     """Return the block hash: the header hashed without seals and round."""
     extra = replace(get_extra_data(fields), round=0, seals=())

@@ -59,6 +59,7 @@ from consensus.seal import (
     get_extra_data,
     replace_extra_data,
     sign_seal,
+    validate_validator_set,
 )
 from node.evm import PolderBlock, PolderHeader, PolderMiningChain, PolderVM, decode_header
 
@@ -96,17 +97,20 @@ class TransactionLocation:
     index: int
 
 
+def make_unsealed_extra_data(validators: Sequence[bytes], round_number: int) -> ExtraData:
+    """Return the extraData of a block before sealing; the next set is this set."""
+    return ExtraData(
+        vanity=compute_validators_hash(validators),
+        validators=tuple(validators),
+        vote=(),
+        round=round_number,
+        seals=(),
+    )
+
+
 def encode_genesis_extra_data(validators: Sequence[bytes]) -> bytes:
     """Return block 0's extraData: the initial set, committing to itself as next set."""
-    return encode_extra_data(
-        ExtraData(
-            vanity=compute_validators_hash(validators),
-            validators=tuple(validators),
-            vote=(),
-            round=0,
-            seals=(),
-        )
-    )
+    return encode_extra_data(make_unsealed_extra_data(validators, 0))
 
 
 def compute_genesis_params(genesis: Genesis) -> dict[str, Any]:
@@ -392,13 +396,7 @@ class Chain:
         reported: a reverting transaction never enters a block.
         """
         parent = self.head
-        extra = ExtraData(
-            vanity=compute_validators_hash(self._validators),
-            validators=self._validators,
-            vote=(),
-            round=round_number,
-            seals=(),
-        )
+        extra = make_unsealed_extra_data(self._validators, round_number)
         header = self.get_next_header(
             parent,
             timestamp=max(timestamp, parent.timestamp + 1),
@@ -465,11 +463,9 @@ class Chain:
         if header.timestamp > now + MAX_CLOCK_DRIFT:
             raise InvalidBlock(f"proposal #{header.block_number} is timestamped in the future")
         self.validate_body_rules(block)
-        extra = get_extra_data(PolderHeader.serialize(header))
-        if list(extra.validators) != list(self.get_validators_for(header)):
-            raise InvalidBlock("proposal lists a validator set other than the one in force")
-        if extra.vanity != compute_validators_hash(self.get_validators_for(header)):
-            raise InvalidBlock("proposal vanity does not commit to the next validator set")
+        validate_validator_set(
+            get_extra_data(PolderHeader.serialize(header)), self.get_validators_for(header)
+        )
         overlay, evm = self._stage()
         try:
             PolderVM.validate_header(header, parent)

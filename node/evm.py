@@ -40,9 +40,9 @@ from consensus.errors import InvalidBlock
 from consensus.seal import (
     MAX_EXTRA_DATA_BYTES,
     compute_block_hash,
-    compute_validators_hash,
     get_extra_data,
     validate_committed_seals,
+    validate_validator_set,
 )
 
 
@@ -116,15 +116,7 @@ class PolderConsensus(ConsensusAPI):
         validators = provider(header)
         fields = PragueBlockHeader.serialize(header)
         try:
-            extra = get_extra_data(fields)
-            if list(extra.validators) != list(validators):
-                raise InvalidBlock(
-                    "header lists a validator set other than the one in force",
-                    expected=[encode_hex(v) for v in validators],
-                )
-            # [CHAIN-VANITY.1]: the next set equals this one until governance changes it
-            if extra.vanity != compute_validators_hash(validators):
-                raise InvalidBlock("header vanity does not commit to the next validator set")
+            validate_validator_set(get_extra_data(fields), validators)
             validate_committed_seals(fields, validators)
         except InvalidBlock as exc:
             # py-evm's import path expects ValidationError; keep ours as the cause

@@ -162,32 +162,21 @@ class Mempool:
 
     def on_new_head(self, included: frozenset[bytes] = frozenset()) -> list[tuple[bytes, str]]:
         """Forget what the new head ``included``; drop what it invalidated and return that."""
-        old = [p for h, p in self._pool.items() if h not in included]
-        self._pool.clear()
-        self._by_sender.clear()
-        self._vm, self._header = self._open_pending_state()
-        return self._readmit(old)
+        return self._rebuild([p for h, p in self._pool.items() if h not in included])
 
     def _replace(self, old_hash: bytes, new: Pending) -> None:
         """Same-nonce replacement: re-run the pending state with ``new`` in place."""
-        entries = [new if h == old_hash else p for h, p in self._pool.items()]
-        backup = (self._pool.copy(), {s: dict(n) for s, n in self._by_sender.items()})
+        old = list(self._pool.values())
+        dropped = dict(self._rebuild([new if p.transaction.hash == old_hash else p for p in old]))
+        if new.transaction.hash in dropped:
+            self._rebuild(old)  # the pool as it was: every entry was valid on this head
+            raise InvalidTransaction(f"replacement refused: {dropped[new.transaction.hash]}")
+
+    def _rebuild(self, entries: list[Pending]) -> list[tuple[bytes, str]]:
+        """Replace the pool by ``entries`` re-run on a fresh pending state; return the dropped."""
         self._pool.clear()
         self._by_sender.clear()
         self._vm, self._header = self._open_pending_state()
-        dropped = self._readmit(entries)
-        if any(tx_hash == new.transaction.hash for tx_hash, _ in dropped):
-            reason = next(r for h, r in dropped if h == new.transaction.hash)
-            self._pool, self._by_sender = backup
-            self._vm, self._header = self._open_pending_state()
-            self._readmit(list(self._pool.values()), reset=True)
-            raise InvalidTransaction(f"replacement refused: {reason}")
-
-    def _readmit(self, entries: list[Pending], reset: bool = False) -> list[tuple[bytes, str]]:
-        """Apply ``entries`` in order on the fresh pending state; keep those still valid."""
-        if reset:
-            self._pool.clear()
-            self._by_sender.clear()
         dropped: list[tuple[bytes, str]] = []
         for pending in entries:
             try:
