@@ -85,7 +85,7 @@ ERROR_STRING_SELECTOR = bytes.fromhex("08c379a0")
 CALL_STIPEND = 2_300
 """Gas a value-carrying CALL adds; part of the first guess in :meth:`EthApi.eth_estimateGas`."""
 
-_REQUIRED = object()
+REQUIRED = object()
 """Marks a param without a default in :func:`unpack_params`."""
 
 
@@ -186,7 +186,7 @@ def unpack_params(params: Sequence[Any], *spec: tuple[str, Any]) -> list[Any]:
     for index, (name, default) in enumerate(spec):
         value = params[index] if index < len(params) else None
         if value is None:
-            if default is _REQUIRED:
+            if default is REQUIRED:
                 raise InvalidParams(f"missing required param {name}", param=name)
             value = default
         values.append(value)
@@ -803,7 +803,7 @@ class EthApi:
 
     # -- resolving blocks ----------------------------------------------------------
 
-    def _find_header(self, tag: BlockTag) -> BlockHeaderAPI | None:
+    def find_header(self, tag: BlockTag) -> BlockHeaderAPI | None:
         """Return the header ``tag`` names, or None if this node has no such block."""
         head = self.chain.head
         try:
@@ -822,7 +822,7 @@ class EthApi:
 
     def _get_header(self, tag: BlockTag) -> BlockHeaderAPI:
         """Return the header ``tag`` names; raise :class:`ResourceNotFound`."""
-        header = self._find_header(tag)
+        header = self.find_header(tag)
         if header is None:
             raise ResourceNotFound(f"block {describe_tag(tag)} not found")
         return header
@@ -832,7 +832,7 @@ class EthApi:
         header = self._get_header(tag)
         return header, self.chain.get_state(header)
 
-    def _find_mined(self, tx_hash: bytes) -> tuple[BlockHeaderAPI, BlockAPI, int] | None:
+    def find_mined(self, tx_hash: bytes) -> tuple[BlockHeaderAPI, BlockAPI, int] | None:
         """Return the header, block and index of a mined transaction, or None."""
         try:
             location = self.chain.get_transaction_location(tx_hash)
@@ -872,15 +872,15 @@ class EthApi:
 
     def eth_getBlockByNumber(self, *params: Any) -> dict[str, Any] | None:
         """Return a block by tag or number, or null if there is none."""
-        tag, full = unpack_params(params, ("block", _REQUIRED), ("full", False))
-        header = self._find_header(decode_block_tag(tag))
+        tag, full = unpack_params(params, ("block", REQUIRED), ("full", False))
+        header = self.find_header(decode_block_tag(tag))
         return self._format_block(header, decode_bool(full, "full"))
 
     def eth_getBlockByHash(self, *params: Any) -> dict[str, Any] | None:
         """Return a block by hash, or null if this node does not have it."""
-        block_hash, full = unpack_params(params, ("blockHash", _REQUIRED), ("full", False))
+        block_hash, full = unpack_params(params, ("blockHash", REQUIRED), ("full", False))
         tag = BlockTag(block_hash=decode_data(block_hash, "blockHash", 32))
-        return self._format_block(self._find_header(tag), decode_bool(full, "full"))
+        return self._format_block(self.find_header(tag), decode_bool(full, "full"))
 
     def _format_block(self, header: BlockHeaderAPI | None, full: bool) -> dict[str, Any] | None:
         if header is None:
@@ -889,9 +889,9 @@ class EthApi:
 
     def eth_getTransactionByHash(self, *params: Any) -> dict[str, Any] | None:
         """Return a mined or pending transaction, or null if unknown."""
-        (tx_hash_param,) = unpack_params(params, ("transactionHash", _REQUIRED))
+        (tx_hash_param,) = unpack_params(params, ("transactionHash", REQUIRED))
         tx_hash = decode_data(tx_hash_param, "transactionHash", 32)
-        mined = self._find_mined(tx_hash)
+        mined = self.find_mined(tx_hash)
         if mined is not None:
             header, block, index = mined
             return format_transaction(block.transactions[index], header, index)
@@ -900,8 +900,8 @@ class EthApi:
 
     def eth_getTransactionReceipt(self, *params: Any) -> dict[str, Any] | None:
         """Return a mined transaction's receipt, or null (also while it is pending)."""
-        (tx_hash_param,) = unpack_params(params, ("transactionHash", _REQUIRED))
-        mined = self._find_mined(decode_data(tx_hash_param, "transactionHash", 32))
+        (tx_hash_param,) = unpack_params(params, ("transactionHash", REQUIRED))
+        mined = self.find_mined(decode_data(tx_hash_param, "transactionHash", 32))
         if mined is None:
             return None
         header, block, index = mined
@@ -919,7 +919,7 @@ class EthApi:
 
     def eth_getTransactionCount(self, *params: Any) -> str:
         """Return an account's nonce; ``pending`` also counts its mempool transactions."""
-        address_param, block = unpack_params(params, ("address", _REQUIRED), ("block", "latest"))
+        address_param, block = unpack_params(params, ("address", REQUIRED), ("block", "latest"))
         address = decode_address(address_param, "address")
         tag = decode_block_tag(block)
         header, state = self._get_state(tag)
@@ -931,7 +931,7 @@ class EthApi:
 
     def eth_getBalance(self, *params: Any) -> str:
         """Return an account's balance at a block."""
-        address, block = unpack_params(params, ("address", _REQUIRED), ("block", "latest"))
+        address, block = unpack_params(params, ("address", REQUIRED), ("block", "latest"))
         account = Address(decode_address(address, "address"))
         header, state = self._get_state(decode_block_tag(block))
         with state_retained(header):
@@ -939,7 +939,7 @@ class EthApi:
 
     def eth_getCode(self, *params: Any) -> str:
         """Return the code at an address at a block."""
-        address, block = unpack_params(params, ("address", _REQUIRED), ("block", "latest"))
+        address, block = unpack_params(params, ("address", REQUIRED), ("block", "latest"))
         account = Address(decode_address(address, "address"))
         header, state = self._get_state(decode_block_tag(block))
         with state_retained(header):
@@ -948,7 +948,7 @@ class EthApi:
     def eth_getStorageAt(self, *params: Any) -> str:
         """Return one storage slot of an account at a block, as 32 bytes."""
         address, slot, block = unpack_params(
-            params, ("address", _REQUIRED), ("slot", _REQUIRED), ("block", "latest")
+            params, ("address", REQUIRED), ("slot", REQUIRED), ("block", "latest")
         )
         account = Address(decode_address(address, "address"))
         key = decode_slot(slot, "slot")
@@ -959,7 +959,7 @@ class EthApi:
     def eth_getProof(self, *params: Any) -> dict[str, Any]:
         """Return an EIP-1186 account proof with storage proofs for the given keys."""
         address_param, slots_param, block = unpack_params(
-            params, ("address", _REQUIRED), ("storageKeys", _REQUIRED), ("block", "latest")
+            params, ("address", REQUIRED), ("storageKeys", REQUIRED), ("block", "latest")
         )
         address = decode_address(address_param, "address")
         items = decode_list(slots_param, "storageKeys", MAX_PROOF_SLOTS)
@@ -997,7 +997,7 @@ class EthApi:
 
     def eth_call(self, *params: Any) -> str:
         """Execute a call against a block's state without a transaction; return its output."""
-        tx, block = unpack_params(params, ("transaction", _REQUIRED), ("block", "latest"))
+        tx, block = unpack_params(params, ("transaction", REQUIRED), ("block", "latest"))
         request = decode_call_request(tx)
         header, state = self._open_call_state(block)
         gas = min(request.gas or header.gas_limit, header.gas_limit)
@@ -1015,7 +1015,7 @@ class EthApi:
         A contract creation by a key that may not deploy is refused here, as
         admission would refuse it, rather than estimated.
         """
-        tx, block = unpack_params(params, ("transaction", _REQUIRED), ("block", "latest"))
+        tx, block = unpack_params(params, ("transaction", REQUIRED), ("block", "latest"))
         request = decode_call_request(tx)
         header, state = self._open_call_state(block)
         cap = min(request.gas or header.gas_limit, header.gas_limit)
@@ -1072,7 +1072,7 @@ class EthApi:
     def eth_feeHistory(self, *params: Any) -> dict[str, Any]:
         """Return zero fees for up to 1024 blocks ending at ``newest``, with real gas use."""
         count_param, newest_param, percentiles_param = unpack_params(
-            params, ("blockCount", _REQUIRED), ("newestBlock", _REQUIRED), ("rewardPercentiles", [])
+            params, ("blockCount", REQUIRED), ("newestBlock", REQUIRED), ("rewardPercentiles", [])
         )
         count = min(
             decode_quantity(count_param, "blockCount", allow_int=True), MAX_FEE_HISTORY_BLOCKS
@@ -1096,7 +1096,7 @@ class EthApi:
 
     def eth_getLogs(self, *params: Any) -> list[dict[str, Any]]:
         """Return the logs matching a filter, over at most ``max_log_range`` blocks."""
-        (filter_param,) = unpack_params(params, ("filter", _REQUIRED))
+        (filter_param,) = unpack_params(params, ("filter", REQUIRED))
         log_filter = decode_log_filter(filter_param)
         if log_filter.block_hash is not None:
             headers: Iterator[BlockHeaderAPI] = iter(
@@ -1116,7 +1116,7 @@ class EthApi:
                 )
         return found
 
-    def _get_block_number(self, tag: BlockTag) -> int:
+    def get_block_number(self, tag: BlockTag) -> int:
         """Return the height a filter bound names; numbers past the head stay as given."""
         if tag.number is not None and tag.block_hash is None:
             return tag.number
@@ -1124,8 +1124,8 @@ class EthApi:
 
     def _iterate_headers(self, log_filter: LogFilter) -> Iterator[BlockHeaderAPI]:
         """Yield the headers of a filter's block range, checked against the range bound."""
-        start = self._get_block_number(log_filter.from_block)
-        end = self._get_block_number(log_filter.to_block)
+        start = self.get_block_number(log_filter.from_block)
+        end = self.get_block_number(log_filter.to_block)
         if start > end:
             raise InvalidParams(
                 f"filter.fromBlock {start} is after filter.toBlock {end}", param="filter"

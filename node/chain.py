@@ -69,6 +69,8 @@ MAX_CLOCK_DRIFT = 15.0
 MAX_STAGED_BLOCKS = 8
 """Built or checked blocks kept staged at once (one height, a few rounds)."""
 ZERO_HASH = b"\x00" * 32
+VALIDATOR_CHANGES_KEY = b"polder:validator-changes"
+"""RLP list of the heights whose header commits to a new next validator set."""
 
 
 @dataclass(frozen=True)
@@ -379,6 +381,42 @@ class Chain:
             "storageProof": storage,
         }
 
+    def get_trie_proof(self, root: bytes, key: bytes) -> list[bytes]:
+        """Return the RLP-encoded trie nodes on the path to ``key`` under ``root``."""
+        try:
+            nodes = HexaryTrie(self._db, root).get_proof(key)
+        except Exception as exc:  # a missing node means the trie is not held
+            raise StorageError(f"trie 0x{root.hex()} is not held by this node: {exc}") from exc
+        return [rlp.encode(node) for node in nodes]
+
+    def get_transaction_proof(self, header: BlockHeaderAPI, index: int) -> dict[str, Any]:
+        """Return the ``index``-th transaction and receipt of a block with their trie proofs."""
+        key = rlp.encode(index)
+        transactions = HexaryTrie(self._db, header.transaction_root)
+        receipts = HexaryTrie(self._db, header.receipt_root)
+        return {
+            "transaction": transactions.get(key),
+            "transactionProof": self.get_trie_proof(header.transaction_root, key),
+            "receipt": receipts.get(key),
+            "receiptProof": self.get_trie_proof(header.receipt_root, key),
+        }
+
+    def get_validator_changes(self) -> tuple[int, ...]:
+        """Return the heights whose header commits to a new next validator set, ascending."""
+        try:
+            encoded = self._db[VALIDATOR_CHANGES_KEY]
+        except KeyError:
+            return ()
+        return tuple(int.from_bytes(item, "big") for item in rlp.decode(encoded))
+
+    def _record_validator_change(self, overlay: BatchDB, header: BlockHeaderAPI) -> None:
+        """Add ``header`` to the change index if its vanity commits to another set."""
+        extra = get_extra_data(PolderHeader.serialize(header))
+        if extra.vanity == compute_validators_hash(extra.validators):
+            return
+        heights = [*self.get_validator_changes(), header.block_number]
+        overlay[VALIDATOR_CHANGES_KEY] = rlp.encode(heights)
+
     # -- writes -----------------------------------------------------------
 
     def build_block(
@@ -512,6 +550,7 @@ class Chain:
             evm.persist_block(block, perform_validation=True)
         except ValidationError as exc:
             raise InvalidBlock(f"built block does not validate: {exc}") from exc
+        self._record_validator_change(overlay, block.header)
         self._commit(overlay)
         self._staged.clear()
 
@@ -534,6 +573,7 @@ class Chain:
         except (ValidationError, BlockNotFound, HeaderNotFound) as exc:
             raise InvalidBlock(f"block #{block.number} rejected: {exc}") from exc
         validate_receipts_succeeded(block, receipts)
+        self._record_validator_change(overlay, block.header)
         self._commit(overlay)
         self._staged.clear()
 

@@ -32,6 +32,7 @@ from node.api import (
     format_header,
 )
 from node.config import NodeConfig
+from node.light import LightApi
 from node.rpc import PARSE_ERROR, Dispatcher, Handler, bind_params, make_error, make_result
 from node.service import CLIENT_VERSION, Node
 
@@ -56,7 +57,8 @@ def make_handlers(node: Node, api: EthApi) -> dict[str, Handler]:
 
         return handler
 
-    handlers = {name: wrap(name, fn) for name, fn in api.methods().items()}
+    methods = {**api.methods(), **LightApi(api).methods()}
+    handlers = {name: wrap(name, fn) for name, fn in methods.items()}
 
     async def send_raw_transaction(params: list[Any]) -> Any:
         if len(params) != 1:
