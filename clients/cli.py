@@ -17,6 +17,7 @@ usage: polder COMMAND ...
 
   polder node run --config FILE            run one node
   polder devnet start|stop|status --dir D  a local devnet on 127.0.0.1
+  polder verify receipt|tx|account|head    verify with the light client (--node URL ...)
 """
 
 
@@ -24,5 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in NODE_COMMANDS:
         os.execv(sys.executable, [sys.executable, "-m", "node", *args])  # noqa: S606
+    if args and args[0] == "verify":
+        from clients.verify_cli import main as verify  # noqa: PLC0415 - only this command needs it
+
+        return verify(args[1:])
     print(USAGE, file=sys.stderr if args else sys.stdout)
     return 2 if args else 0
