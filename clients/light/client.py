@@ -168,8 +168,6 @@ class LightClient:
         if it hashes to ``block_hash``: the hash, not the provider, is trusted.
         With a checkpoint, ``genesis_hash`` names the chain for receipts.
         """
-        if genesis_hash is not None or number == 0:
-            self.store.save_genesis_hash(block_hash if number == 0 else genesis_hash or b"")
         faults = Faults()
         for provider in self.providers:
             try:
@@ -185,6 +183,8 @@ class LightClient:
                 faults.add(provider.name, exc)
                 continue
             self.store.save_trust_root(block)
+            if number == 0 or genesis_hash is not None:
+                self.store.save_genesis_hash(block_hash if number == 0 else genesis_hash or b"")
             return block
         raise VerificationFailed(
             f"no provider served the pinned block {number}: {faults.describe()}",
