@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,10 @@ from clients.light import (
 )
 from clients.light.client import DEFAULT_MAX_HEAD_AGE
 from consensus.errors import PolderError
+
+
+class UsageError(Exception):
+    """The command line is wrong; exit 2 with the message."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,11 +80,11 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_hash(value: str, what: str) -> bytes:
     digits = value.removeprefix("0x")
     if len(digits) != 64:
-        raise SystemExit(f"polder verify: {what} must be 32 bytes of hex, got {value!r}")
+        raise UsageError(f"{what} must be 32 bytes of hex, got {value!r}")
     try:
         return bytes.fromhex(digits)
     except ValueError:
-        raise SystemExit(f"polder verify: {what} is not hex: {value!r}") from None
+        raise UsageError(f"{what} is not hex: {value!r}") from None
 
 
 def parse_providers(args: argparse.Namespace) -> list[HttpProvider]:
@@ -95,7 +100,7 @@ def parse_providers(args: argparse.Namespace) -> list[HttpProvider]:
             if node.get("role") == "validator"
         ]
     if not providers:
-        raise SystemExit("polder verify: name at least one node with --node URL (better two)")
+        raise UsageError("name at least one node with --node URL (better two)")
     return providers
 
 
@@ -103,7 +108,7 @@ def read_manifest(directory: Path) -> dict[str, Any]:
     try:
         manifest: dict[str, Any] = json.loads((directory / "devnet.json").read_text())
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"polder verify: cannot read {directory}/devnet.json: {exc}") from None
+        raise UsageError(f"cannot read {directory}/devnet.json: {exc}") from None
     return manifest
 
 
@@ -116,7 +121,7 @@ def resolve_trust(args: argparse.Namespace) -> tuple[int, bytes, bytes | None] |
     if args.checkpoint:
         number, _, block_hash = args.checkpoint.partition(":")
         if not number.isdigit():
-            raise SystemExit("polder verify: --checkpoint is NUMBER:HASH, e.g. 1200:0xab…")
+            raise UsageError("--checkpoint is NUMBER:HASH, e.g. 1200:0xab…")
         return int(number), parse_hash(block_hash, "--checkpoint hash"), genesis_hash
     if genesis_hash is not None:
         return 0, genesis_hash, genesis_hash
@@ -132,8 +137,8 @@ def open_client(args: argparse.Namespace) -> LightClient:
     providers = parse_providers(args)
     trust = resolve_trust(args)
     if args.store is None and trust is None:
-        raise SystemExit(
-            "polder verify: no trust root. Pass --genesis-hash (published by the municipalities)"
+        raise UsageError(
+            "no trust root. Pass --genesis-hash (published by the municipalities)"
             " or --checkpoint NUMBER:HASH, or --store of an earlier run"
         )
     store = HeaderStore(args.store or default_store(trust[1] if trust else b""))
@@ -228,6 +233,9 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         print_verdict(run(args), args.json)
+    except UsageError as exc:
+        print(f"polder verify: {exc}", file=sys.stderr)
+        return 2
     except PolderError as exc:
         if args.json:
             print(
@@ -242,7 +250,7 @@ def main(argv: list[str]) -> int:
                 )
             )
         else:
-            print(f"NOT VERIFIED  {type(exc).__name__}: {exc.message}")
+            print(f"NOT VERIFIED  {type(exc).__name__}: {exc.data.get('summary', exc.message)}")
             print("\n".join(describe_faults(exc.data.get("faults", ()))))
         return 1
     return 0

@@ -131,6 +131,13 @@ class Faults:
     def describe(self) -> str:
         return "; ".join(f"{f.provider}: {f.kind}: {f.message}" for f in self.as_tuple())
 
+    def fail(self, summary: str, **data: Any) -> VerificationFailed:
+        """Return the error for a verification that no provider (or too few) passed."""
+        detail = self.describe() or "no other provider answered"
+        return VerificationFailed(
+            f"{summary}: {detail}", summary=summary, faults=self.as_tuple(), **data
+        )
+
 
 RECOVERABLE = (ProviderError, InvalidBlock, InvalidProof)
 """Errors that condemn one provider's answer; the client then asks the next."""
@@ -186,10 +193,7 @@ class LightClient:
             if number == 0 or genesis_hash is not None:
                 self.store.save_genesis_hash(block_hash if number == 0 else genesis_hash or b"")
             return block
-        raise VerificationFailed(
-            f"no provider served the pinned block {number}: {faults.describe()}",
-            faults=faults.as_tuple(),
-        )
+        raise faults.fail(f"no provider served the pinned block {number}")
 
     def get_trust_root(self) -> LightBlock:
         root = self.store.get_trust_root()
@@ -228,10 +232,7 @@ class LightClient:
                 faults.add(provider.name, exc)
                 continue
             return self._confirm(block, provider, faults)
-        raise VerificationFailed(
-            f"no provider served a block {number} that verifies: {faults.describe()}",
-            faults=faults.as_tuple(),
-        )
+        raise faults.fail(f"no provider served a block {number} that verifies")
 
     def verify_head(self) -> VerifiedHeader:
         """Return the highest verified head among providers whose head is recent.
@@ -262,10 +263,7 @@ class LightClient:
                 continue
             heads.append((block, provider))
         if not heads:
-            raise VerificationFailed(
-                f"no provider has a recent verified head: {faults.describe()}",
-                faults=faults.as_tuple(),
-            )
+            raise faults.fail("no provider has a recent verified head")
         block, provider = max(heads, key=lambda item: item[0].number)
         return self._confirm(block, provider, faults)
 
@@ -377,11 +375,10 @@ class LightClient:
             except RECOVERABLE as exc:
                 faults.add(provider.name, exc)
         if len(agreed) < self.min_agree:
-            raise VerificationFailed(
+            raise faults.fail(
                 f"block #{block.number} is confirmed by {len(agreed)} provider(s),"
-                f" {self.min_agree} required; {faults.describe() or 'no other answered'}",
+                f" {self.min_agree} required",
                 agreed=agreed,
-                faults=faults.as_tuple(),
             )
         return VerifiedHeader(block=block, agreed=tuple(agreed), faults=faults.as_tuple())
 
@@ -467,10 +464,7 @@ class LightClient:
                 f" #{head.block.number} ({len(unknown)} provider(s) looked)",
                 head=head.block.number,
             )
-        raise VerificationFailed(
-            f"no provider proved transaction 0x{tx_hash.hex()}: {faults.describe()}",
-            faults=faults.as_tuple(),
-        )
+        raise faults.fail(f"no provider proved transaction 0x{tx_hash.hex()}")
 
     def _verify_transaction_answer(
         self, provider: Provider, answer: Any, tx_hash: bytes
@@ -514,11 +508,7 @@ class LightClient:
                 agreed=header.agreed,
                 faults=faults.as_tuple(),
             )
-        raise VerificationFailed(
-            f"no provider proved account 0x{address.hex()} at #{header.block.number}:"
-            f" {faults.describe()}",
-            faults=faults.as_tuple(),
-        )
+        raise faults.fail(f"no provider proved account 0x{address.hex()} at #{header.block.number}")
 
 
 def validate_account_answer(
