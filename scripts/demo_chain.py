@@ -4,7 +4,9 @@
 2. a brand-new account with no balance records a value (gas is free);
 3. the event is read back with eth_getLogs;
 4. the stored value is proven with eth_getProof against the block's state root,
-   checked here with the `trie` package, not taken on the node's word.
+   checked here (consensus.proofs), not taken on the node's word;
+5. a receipt for the record is saved to DIR/demo-receipt.json, for
+   `polder verify receipt` (the light client) to check against all validators.
 
 Usage: python scripts/demo_chain.py --devnet .devnet
 """
@@ -16,13 +18,13 @@ import json
 import sys
 from pathlib import Path
 
-import rlp
 from eth_account import Account
 from eth_hash.auto import keccak
-from trie import HexaryTrie
 from web3 import Web3
 from web3.middleware import ExtraDataToPOAMiddleware
 
+from clients.light.receipt import Receipt, save_receipt
+from consensus.proofs import compute_proven_account, compute_proven_storage
 from contracts.loader import load_artifact
 
 
@@ -50,20 +52,14 @@ def verify_storage_proof(w3: Web3, address: str, slot: int, block_number: int) -
     """Return the slot's value after checking the EIP-1186 proof against the state root."""
     block = w3.eth.get_block(block_number)
     proof = w3.eth.get_proof(address, [slot], block_number)
-    account_rlp = HexaryTrie.get_from_proof(
+    account = compute_proven_account(
         bytes(block["stateRoot"]),
-        keccak(bytes.fromhex(address[2:])),
-        [rlp.decode(bytes(node)) for node in proof["accountProof"]],
+        bytes.fromhex(address[2:]),
+        [bytes(node) for node in proof["accountProof"]],
     )
-    storage_root = rlp.decode(account_rlp)[2]
-    if storage_root != bytes(proof["storageHash"]):
-        raise SystemExit("storage root in the proof does not match the proven account")
-    value_rlp = HexaryTrie.get_from_proof(
-        storage_root,
-        keccak(slot.to_bytes(32, "big")),
-        [rlp.decode(bytes(node)) for node in proof["storageProof"][0]["proof"]],
+    return compute_proven_storage(
+        account.storage_root, slot, [bytes(node) for node in proof["storageProof"][0]["proof"]]
     )
-    return int.from_bytes(rlp.decode(value_rlp), "big") if value_rlp else 0
 
 
 def main() -> int:
@@ -99,6 +95,20 @@ def main() -> int:
         f"4. eth_getProof: slot 1 (count) = {count}, "
         f"proven against the state root of block {receipt['blockNumber']}"
     )
+    path = args.devnet / "demo-receipt.json"
+    save_receipt(
+        Receipt(
+            kind="transaction",
+            chain_id=w3.eth.chain_id,
+            genesis_hash=bytes.fromhex(manifest["genesisHash"][2:]),
+            tx_hash=bytes(receipt["transactionHash"]),
+            block_number=receipt["blockNumber"],
+            block_hash=bytes(receipt["blockHash"]),
+        ),
+        path,
+    )
+    print(f"5. receipt saved: {path}; check it with the light client:")
+    print(f"   .venv/bin/polder verify receipt {path} --devnet {args.devnet}")
     return 0 if count == 1 else 1
 
 

@@ -313,3 +313,23 @@ def test_polder_verify_tx_and_receipt(net: Devnet, tx: dict[str, Any], tmp_path:
     done = polder("verify", "tx", tx["hash"], *nodes)
     assert done.returncode == 2
     assert "no trust root" in done.stderr
+
+
+def test_readme_walkthrough_demo_receipt_verifies(net: Devnet, tmp_path: Path) -> None:
+    """The README's path: the demo saves a receipt, `polder verify receipt` checks it."""
+    demo = subprocess.run(
+        [sys.executable, "scripts/demo_chain.py", "--devnet", str(net.directory)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    receipt = Path(net.directory) / "demo-receipt.json"
+    done = polder(
+        "verify", "receipt", str(receipt), "--devnet", str(net.directory),
+        "--store", str(tmp_path / "light.sqlite"),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "agreed        Schiedam, Rotterdam, Vlaardingen, Maassluis" in done.stdout
