@@ -18,6 +18,7 @@ usage: polder COMMAND ...
   polder node run --config FILE            run one node
   polder devnet start|stop|status --dir D  a local devnet on 127.0.0.1
   polder verify receipt|tx|account|head    verify with the light client (--node URL ...)
+  polder validators list|propose-add|propose-remove|approve   vote validators in and out
 """
 
 
@@ -29,5 +30,9 @@ def main(argv: list[str] | None = None) -> int:
         from clients.verify_cli import main as verify  # noqa: PLC0415 - only this command needs it
 
         return verify(args[1:])
+    if args and args[0] == "validators":
+        from clients.validators_cli import main as validators  # noqa: PLC0415
+
+        return validators(args[1:])
     print(USAGE, file=sys.stderr if args else sys.stdout)
     return 2 if args else 0

@@ -153,17 +153,26 @@ def get_extra_data(fields: HeaderFields) -> ExtraData:
 def validate_validator_set(extra: ExtraData, validators: Sequence[Address]) -> None:
     """Raise :class:`InvalidBlock` unless the header names the set in force.
 
-    [CHAIN-SEAL-SET.1] its ``validators`` equal the trusted set;
-    [CHAIN-VANITY.1] its vanity commits to the next set, which equals the
-    current one until governance changes it.
+    [CHAIN-SEAL-SET.1] its ``validators`` equal the trusted set for its height.
     """
     if list(extra.validators) != list(validators):
         raise InvalidBlock(
             "header lists a validator set other than the one in force",
             expected=["0x" + v.hex() for v in validators],
         )
-    if extra.vanity != compute_validators_hash(validators):
-        raise InvalidBlock("header vanity does not commit to the next validator set")
+
+
+def validate_next_validators(extra: ExtraData, next_validators: Sequence[Address]) -> None:
+    """Raise :class:`InvalidBlock` unless the vanity commits to the next set.
+
+    [CHAIN-VANITY.1] the next set is the one the chain's state says seals the
+    next block: the current one until governance changes it.
+    """
+    if extra.vanity != compute_validators_hash(next_validators):
+        raise InvalidBlock(
+            "header vanity does not commit to the next validator set",
+            expected=["0x" + v.hex() for v in next_validators],
+        )
 
 
 def compute_block_hash(fields: HeaderFields) -> bytes:

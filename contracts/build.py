@@ -38,7 +38,7 @@ CONTRACTS_DIR = Path(__file__).resolve().parent
 ARTIFACTS_DIR = CONTRACTS_DIR / "artifacts"
 """Where the compiled ``<Name>.json`` artifacts are written."""
 
-_OUTPUT_FORMATS = ("abi", "bytecode", "bytecode_runtime")
+_OUTPUT_FORMATS = ("abi", "bytecode", "bytecode_runtime", "layout")
 
 
 def get_source_paths() -> list[Path]:
@@ -85,6 +85,7 @@ def compile_source(path: Path) -> dict[str, Any]:
         "abi": output["abi"],
         "bytecode": output["bytecode"],
         "runtime_bytecode": output["bytecode_runtime"],
+        "storage_layout": output["layout"]["storage_layout"],
         "source_sha256": compute_source_sha256(source),
         "compiler": f"vyper {PINNED_VYPER_VERSION}",
         "evm_version": EVM_VERSION,

@@ -40,6 +40,9 @@ class Artifact:
     source_sha256: str
     """Hex SHA-256 of the ``.vy`` source the artifact was compiled from."""
 
+    storage_slots: dict[str, int]
+    """First storage slot of each state variable (the compiler's layout)."""
+
 
 def load_artifact(name: str) -> Artifact:
     """Read and decode the artifact of contract ``name``; raise ``ConfigError`` if unusable."""
@@ -81,7 +84,20 @@ def decode_artifact(name: str, text: str) -> Artifact:
         bytecode=decode_hex_field(name, raw, "bytecode"),
         runtime_bytecode=decode_hex_field(name, raw, "runtime_bytecode"),
         source_sha256=source_sha256,
+        storage_slots=decode_storage_slots(name, raw.get("storage_layout")),
     )
+
+
+def decode_storage_slots(name: str, layout: Any) -> dict[str, int]:
+    """Return each state variable's first slot from the compiler's storage layout."""
+    if not isinstance(layout, dict):
+        raise _garbled(name, "storage_layout is not an object")
+    slots = {}
+    for variable, entry in layout.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("slot"), int):
+            raise _garbled(name, f"storage_layout of {variable} has no slot")
+        slots[variable] = entry["slot"]
+    return slots
 
 
 def decode_hex_field(name: str, raw: dict[str, Any], field: str) -> bytes:

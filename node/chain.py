@@ -12,6 +12,7 @@ one dedicated executor thread, never on the event loop, and never two at once.
 from __future__ import annotations
 
 import time
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -59,9 +60,12 @@ from consensus.seal import (
     get_extra_data,
     replace_extra_data,
     sign_seal,
+    validate_next_validators,
     validate_validator_set,
 )
+from contracts.registry import REGISTRY_NAME
 from node.evm import PolderBlock, PolderHeader, PolderMiningChain, PolderVM, decode_header
+from node.governance import read_validators_at
 
 POST_MERGE_NONCE = b"\x00" * 8
 MAX_CLOCK_DRIFT = 15.0
@@ -69,8 +73,10 @@ MAX_CLOCK_DRIFT = 15.0
 MAX_STAGED_BLOCKS = 8
 """Built or checked blocks kept staged at once (one height, a few rounds)."""
 ZERO_HASH = b"\x00" * 32
-VALIDATOR_CHANGES_KEY = b"polder:validator-changes"
-"""RLP list of the heights whose header commits to a new next validator set."""
+VALIDATOR_SETS_KEY = b"polder:validator-sets"
+"""RLP list of ``[first height, [address, ...]]``: each validator set and where it starts."""
+
+ValidatorSets = list[tuple[int, tuple[bytes, ...]]]
 
 
 @dataclass(frozen=True)
@@ -224,10 +230,15 @@ class Chain:
         self.genesis = genesis
         self._db = db
         self._chain_class = make_chain_class(genesis.chain_id)
-        self._validators = tuple(v.address for v in genesis.validators)
         self._staged: dict[bytes, BatchDB] = {}
         """Overlays of blocks this node built, by block hash, until committed."""
+        self._sets: ValidatorSets = [(0, tuple(v.address for v in genesis.validators))]
+        """Each validator set with the height it seals from, ascending."""
+        self._registry = genesis.contracts.get(REGISTRY_NAME)
+        """Address of the ValidatorRegistry, if genesis deploys one."""
         self._evm = self._open()
+        self._sets = self._load_sets()
+        self._validate_registry_genesis()
 
     # -- set-up -----------------------------------------------------------
 
@@ -271,22 +282,64 @@ class Chain:
         """Write everything staged in ``overlay`` to disk in one atomic batch."""
         with self._db.atomic_batch() as batch:
             overlay.commit_to(batch, apply_deletes=True)
+        self._sets = self._load_sets()
 
     # -- rules --------------------------------------------------------------
 
     def get_validators_for(self, header: BlockHeaderAPI) -> Sequence[bytes]:
-        """Return the validator set that must seal ``header``.
+        """Return the validator set that must seal ``header``."""
+        return self.get_validators_at(header.block_number)
 
-        Fixed by genesis for now; set changes by on-chain vote take effect at
-        defined heights (validator governance) and will be read from state here.
-        """
-        del header
-        return self._validators
+    def get_validators_at(self, number: int) -> tuple[bytes, ...]:
+        """Return the validator set that seals block ``number``."""
+        index = bisect_right([start for start, _ in self._sets], number) - 1
+        return self._sets[max(index, 0)][1]
 
     @property
     def validators(self) -> tuple[bytes, ...]:
-        """The validator set in force at the head."""
-        return self._validators
+        """The validator set that seals the next block."""
+        return self.get_validators_at(self.head.block_number + 1)
+
+    def _load_sets(self) -> ValidatorSets:
+        try:
+            encoded = self._db[VALIDATOR_SETS_KEY]
+        except KeyError:
+            return self._sets
+        return [
+            (int.from_bytes(start, "big"), tuple(members)) for start, members in rlp.decode(encoded)
+        ]
+
+    def _validate_registry_genesis(self) -> None:
+        """Refuse a genesis whose registry storage disagrees with its validator list."""
+        if self._registry is None:
+            return
+        genesis = self.get_header_by_number(0)
+        listed = self.get_validators_at(0)
+        if self.compute_next_validators(self.get_state(genesis), 1) != listed:
+            raise StorageError(
+                "genesis ValidatorRegistry storage does not hold the genesis validators;"
+                " regenerate genesis.json (contracts.registry.compute_registry_storage)"
+            )
+
+    def compute_next_validators(self, state: StateAPI, number: int) -> tuple[bytes, ...]:
+        """Return the set that seals block ``number``, given the state after ``number - 1``."""
+        if self._registry is None:
+            return self.get_validators_at(number - 1)
+        return read_validators_at(state, self._registry, number)
+
+    def _stage_next_validators(
+        self, overlay: BatchDB, header: BlockHeaderAPI, state: StateAPI
+    ) -> None:
+        """Check ``header``'s vanity against the next set; record a change in ``overlay``.
+
+        [CHAIN-VANITY.1] The set that seals the next block is read from the
+        registry on the state after this block, and the vanity must commit to it.
+        """
+        following = self.compute_next_validators(state, header.block_number + 1)
+        validate_next_validators(get_extra_data(PolderHeader.serialize(header)), following)
+        if following != self.get_validators_at(header.block_number):
+            sets = [*self._sets, (header.block_number + 1, following)]
+            overlay[VALIDATOR_SETS_KEY] = rlp.encode([[start, list(m)] for start, m in sets])
 
     # -- reads ----------------------------------------------------------------
 
@@ -403,19 +456,7 @@ class Chain:
 
     def get_validator_changes(self) -> tuple[int, ...]:
         """Return the heights whose header commits to a new next validator set, ascending."""
-        try:
-            encoded = self._db[VALIDATOR_CHANGES_KEY]
-        except KeyError:
-            return ()
-        return tuple(int.from_bytes(item, "big") for item in rlp.decode(encoded))
-
-    def _record_validator_change(self, overlay: BatchDB, header: BlockHeaderAPI) -> None:
-        """Add ``header`` to the change index if its vanity commits to another set."""
-        extra = get_extra_data(PolderHeader.serialize(header))
-        if extra.vanity == compute_validators_hash(extra.validators):
-            return
-        heights = [*self.get_validator_changes(), header.block_number]
-        overlay[VALIDATOR_CHANGES_KEY] = rlp.encode(heights)
+        return tuple(start - 1 for start, _ in self._sets[1:])
 
     # -- writes -----------------------------------------------------------
 
@@ -434,7 +475,9 @@ class Chain:
         reported: a reverting transaction never enters a block.
         """
         parent = self.head
-        extra = make_unsealed_extra_data(self._validators, round_number)
+        extra = make_unsealed_extra_data(
+            self.get_validators_at(parent.block_number + 1), round_number
+        )
         header = self.get_next_header(
             parent,
             timestamp=max(timestamp, parent.timestamp + 1),
@@ -460,6 +503,10 @@ class Chain:
                 continue
             included.append(transaction)
             receipts.append(receipt)
+        following = self.compute_next_validators(vm.state, header.block_number + 1)
+        header = header.copy(
+            extra_data=encode_extra_data(replace(extra, vanity=compute_validators_hash(following)))
+        )
         block = vm.set_block_transactions_and_withdrawals(
             vm.get_block(), header, included, receipts
         )
@@ -514,6 +561,10 @@ class Chain:
         except (ValidationError, BlockNotFound, HeaderNotFound) as exc:
             raise InvalidBlock(f"proposal #{header.block_number} rejected: {exc}") from exc
         validate_receipts_succeeded(block, receipts)
+        validate_next_validators(
+            get_extra_data(PolderHeader.serialize(header)),
+            self.compute_next_validators(evm.get_vm(header).state, header.block_number + 1),
+        )
         self._keep_staged(block.hash, overlay)
 
     def validate_body_rules(self, block: BlockAPI) -> None:
@@ -550,7 +601,7 @@ class Chain:
             evm.persist_block(block, perform_validation=True)
         except ValidationError as exc:
             raise InvalidBlock(f"built block does not validate: {exc}") from exc
-        self._record_validator_change(overlay, block.header)
+        self._stage_next_validators(overlay, block.header, evm.get_vm(block.header).state)
         self._commit(overlay)
         self._staged.clear()
 
@@ -573,7 +624,7 @@ class Chain:
         except (ValidationError, BlockNotFound, HeaderNotFound) as exc:
             raise InvalidBlock(f"block #{block.number} rejected: {exc}") from exc
         validate_receipts_succeeded(block, receipts)
-        self._record_validator_change(overlay, block.header)
+        self._stage_next_validators(overlay, block.header, evm.get_vm(block.header).state)
         self._commit(overlay)
         self._staged.clear()
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from consensus.errors import PolderError
 from node.config import load_config
 from node.devnet import (
+    add_node,
     get_devnet_status,
     kill_node,
     restart_node,
@@ -43,6 +44,18 @@ Try next:
 """
 
 
+ADDED = """\
+Started {name} (pid {pid}) at {rpc}; address {address}.
+It follows the chain and signs once the current validators vote it in:
+
+  .venv/bin/polder validators propose-add --name {name} --address {address} \\
+       --endpoint {p2p} --devnet {directory} --as Schiedam
+  .venv/bin/polder validators approve 1 --devnet {directory} --as Rotterdam
+  .venv/bin/polder validators approve 1 --devnet {directory} --as Vlaardingen
+  .venv/bin/polder validators list --devnet {directory}
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="polder", description="Polder node and devnet")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -63,7 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--template", type=Path, default=Path("genesis.json"))
     for name in ("stop", "status"):
         devnet.add_parser(name).add_argument("--dir", type=Path, default=Path(".devnet"))
-    for name, text in (("kill", "SIGKILL one node"), ("restart", "start one node again")):
+    for name, text in (
+        ("kill", "SIGKILL one node"),
+        ("restart", "start one node again"),
+        ("add", "create and start a validator node that the set can then vote in"),
+    ):
         one = devnet.add_parser(name, help=text)
         one.add_argument("name")
         one.add_argument("--dir", type=Path, default=Path(".devnet"))
@@ -115,6 +132,10 @@ def run_devnet(args: argparse.Namespace) -> int:
         return 0
     if args.action == "kill":
         print(f"killed {args.name} (pid {kill_node(args.dir, args.name)})")
+        return 0
+    if args.action == "add":
+        entry = add_node(args.dir, args.name)
+        print(ADDED.format(directory=args.dir, **entry))
         return 0
     if args.action == "restart":
         entry = restart_node(args.dir, args.name)

@@ -29,6 +29,7 @@ from eth_utils import to_checksum_address
 
 from consensus.errors import ConfigError
 from contracts.loader import load_artifact
+from contracts.registry import REGISTRY_NAME, compute_registry_storage
 from node.chain import compute_genesis_hash
 from node.config import load_genesis, load_json, save_private_key
 from node.service import address_of
@@ -72,6 +73,9 @@ def create_devnet_genesis(
     for name, address in genesis.get("contracts", {}).items():
         code = "0x" + load_artifact(name).runtime_bytecode.hex()
         alloc[address] = {**alloc.get(address, {}), "code": code}
+        if name == REGISTRY_NAME:
+            storage = compute_registry_storage([member for _, member, _ in validators])
+            alloc[address]["storage"] = {hex(k): hex(v) for k, v in storage.items()}
     genesis["alloc"] = alloc
     return genesis
 
@@ -167,7 +171,8 @@ def start_devnet(
         manifest = load_json(manifest_path, "devnet manifest")
         if any(is_alive(n["pid"]) for n in manifest["nodes"]):
             raise ConfigError(f"a devnet is already running in {directory}; stop it first")
-        if sum(n.get("role") == "validator" for n in manifest["nodes"]) != validators:
+        founders = [n for n in manifest["nodes"] if n.get("role") == "validator"]
+        if sum(not n.get("joined") for n in founders) != validators:
             raise ConfigError(
                 f"{directory} holds a {len(manifest['nodes'])}-validator devnet; "
                 "stop it and remove the folder to start another size"
@@ -243,6 +248,44 @@ def create_devnet(
         "contracts": genesis.get("contracts", {}),
         "nodes": nodes,
     }
+
+
+def add_node(directory: Path, name: str) -> dict[str, Any]:
+    """Create and start a validator node that is not in the set yet.
+
+    It has its own key and syncs from the genesis validators; it signs once
+    the set votes it in (``polder validators propose-add``).
+    """
+    manifest_path = directory / "devnet.json"
+    manifest = load_json(manifest_path, "devnet manifest")
+    if any(n["name"].lower() == name.lower() for n in manifest["nodes"]):
+        raise ConfigError(f"this devnet already has a node named {name}")
+    if not name.isalnum():
+        raise ConfigError("a node name is letters and digits only")
+    directory = directory.resolve()
+    key_file = directory / "keys" / f"{name.lower()}.key"
+    key = PrivateKey().secret
+    save_private_key(key_file, key)
+    port = max(int(n["rpc"].rsplit(":", 1)[1]) for n in manifest["nodes"]) + 1
+    founder = next(n for n in manifest["nodes"] if n["role"] == "validator")
+    observers = load_json(Path(founder["config"]), "node config")["p2p"]["observers"]
+    config = write_node_config(directory, name, port, key_file, observers, validator=True)
+    entry: dict[str, Any] = {
+        "name": name,
+        "role": "validator",
+        "joined": True,
+        "address": to_checksum_address(address_of(key)),
+        "p2p": f"ws://127.0.0.1:{port + P2P_PORT_OFFSET}/p2p",
+        "rpc": f"http://127.0.0.1:{port}",
+        "ws": f"ws://127.0.0.1:{port}",
+        "pid": start_node_process(config, config.parent / "node.log"),
+        "config": str(config),
+        "log": str(config.parent / "node.log"),
+    }
+    manifest["nodes"].append(entry)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    wait_for_rpc(entry["rpc"], entry["pid"], Path(entry["log"]))
+    return entry
 
 
 def find_node(manifest: dict[str, Any], name: str) -> dict[str, Any]:

@@ -90,12 +90,23 @@ class Node:
             guard=self.guard,
             evidence=self.evidence,
             send=self.p2p.broadcast,
-            is_validator=self.is_validator,
+            # a validator key runs the state machine even outside the set: a
+            # municipality added by governance signs from the height it joins
+            is_validator=config.validator_key_file is not None,
         )
 
     @property
     def is_validator(self) -> bool:
+        """Whether this node is in the set that seals the next block."""
         return self.address in self.chain.validators
+
+    @property
+    def role(self) -> str:
+        if self.is_validator:
+            return "validator"
+        if self.config.validator_key_file is not None:
+            return "validator (not in the current set)"
+        return "observer"
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking ``fn`` on the chain thread (normal priority) and await it."""
@@ -128,8 +139,7 @@ class Node:
     async def start(self) -> None:
         await self.p2p.start()
         await self.bft.start()
-        role = "validator" if self.is_validator else "observer"
-        log.info("%s runs as %s %s", self.config.name, role, encode_hex(self.address))
+        log.info("%s runs as %s %s", self.config.name, self.role, encode_hex(self.address))
 
     async def stop(self) -> None:
         """Stop consensus first (no new signatures), then the network."""
@@ -181,7 +191,7 @@ class Node:
         return {
             "name": self.config.name,
             "address": encode_hex(self.address),
-            "role": "validator" if self.is_validator else "observer",
+            "role": self.role,
             "height": head.block_number,
             "headHash": encode_hex(head.hash),
             "genesisHash": encode_hex(self.chain.genesis_hash),
