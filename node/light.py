@@ -18,7 +18,7 @@ from typing import Any
 import rlp
 from eth.abc import BlockHeaderAPI
 
-from consensus.errors import InvalidParams, LimitExceeded
+from consensus.errors import InvalidParams
 from consensus.seal import get_extra_data
 from node.api import (
     REQUIRED,
@@ -32,8 +32,9 @@ from node.api import (
 )
 from node.evm import PolderHeader
 
-MAX_CHANGES = 256
-"""Most validator-set changes one ``polder_getValidatorChanges`` returns."""
+MAX_CHANGES = 64
+"""Most validator-set changes one ``polder_getValidatorChanges`` answer holds; the
+answer's ``toBlock`` then says where it stopped, and the client asks again."""
 METHOD_NAMES = (
     "polder_getLightBlock",
     "polder_getTransactionProof",
@@ -105,8 +106,10 @@ class LightApi:
     def polder_getValidatorChanges(self, *params: Any) -> dict[str, Any]:
         """Return the headers in ``[from, to]`` that commit to a new validator set.
 
-        Each change comes with the next header, the first one sealed by the
-        new set, whose validator list the change header's vanity commits to.
+        A change header, sealed by the old set, commits in its vanity to the
+        new set; the next header the client verifies lists that set. At most
+        :data:`MAX_CHANGES` are returned: ``toBlock`` is the last height the
+        answer covers, so a client asks again from ``toBlock + 1``.
         """
         first_param, last_param = unpack_params(
             params, ("fromBlock", REQUIRED), ("toBlock", "latest")
@@ -115,30 +118,19 @@ class LightApi:
         last = self.eth.get_block_number(decode_block_tag(last_param, "toBlock"))
         if first > last:
             raise InvalidParams(f"fromBlock {first} is after toBlock {last}")
-        head = self.chain.head.block_number
-        heights = [h for h in self.chain.get_validator_changes() if first <= h <= min(last, head)]
+        last = min(last, self.chain.head.block_number)
+        heights = [h for h in self.chain.get_validator_changes() if first <= h <= last]
         if len(heights) > MAX_CHANGES:
-            raise LimitExceeded(
-                f"{len(heights)} validator-set changes in range, at most {MAX_CHANGES} per call;"
-                " ask for a shorter range"
-            )
-        changes = []
-        for height in heights:
-            header = self.chain.get_header_by_number(height)
-            following = (
-                format_light_block(self.chain.get_header_by_number(height + 1))
-                if height < head
-                else None
-            )
-            changes.append(
-                {
-                    "number": encode_quantity(height),
-                    "lightBlock": format_light_block(header),
-                    "nextLightBlock": following,
-                }
-            )
+            heights = heights[:MAX_CHANGES]
+            last = heights[-1]
         return {
             "fromBlock": encode_quantity(first),
-            "toBlock": encode_quantity(min(last, head)),
-            "changes": changes,
+            "toBlock": encode_quantity(last),
+            "changes": [
+                {
+                    "number": encode_quantity(height),
+                    "lightBlock": format_light_block(self.chain.get_header_by_number(height)),
+                }
+                for height in heights
+            ],
         }

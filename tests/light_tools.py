@@ -113,6 +113,8 @@ class SyntheticChain:
     changes: list[int] = field(default_factory=list)
     """Heights whose header commits to a new next set."""
     timestamp: int = 1_767_225_600
+    page_size: int = 64
+    """Most changes one polder_getValidatorChanges answer holds, as on a node."""
 
     def __post_init__(self) -> None:
         self.blocks.append(self.make_block(0, self.keys, self.keys, sealers=[]))
@@ -219,22 +221,17 @@ class SyntheticChain:
     def get_validator_changes(self, first: str, last: str = "latest") -> dict[str, Any]:
         low = int(first, 16)
         high = len(self.blocks) - 1 if last == "latest" else int(last, 16)
-        changes = []
-        for height in self.changes:
-            if low <= height <= high:
-                following = (
-                    self.light_block(self.blocks[height + 1])
-                    if height + 1 < len(self.blocks)
-                    else None
-                )
-                changes.append(
-                    {
-                        "number": hex(height),
-                        "lightBlock": self.light_block(self.blocks[height]),
-                        "nextLightBlock": following,
-                    }
-                )
-        return {"fromBlock": hex(low), "toBlock": hex(high), "changes": changes}
+        heights = [h for h in self.changes if low <= h <= high]
+        if len(heights) > self.page_size:
+            heights = heights[: self.page_size]
+            high = heights[-1]
+        return {
+            "fromBlock": hex(low),
+            "toBlock": hex(high),
+            "changes": [
+                {"number": hex(h), "lightBlock": self.light_block(self.blocks[h])} for h in heights
+            ],
+        }
 
     def methods(self) -> dict[str, Callable[..., Any]]:
         return {

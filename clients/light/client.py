@@ -315,38 +315,35 @@ class LightClient:
         """Verify the validator-set changes between ``anchor`` and ``number``.
 
         Returns the hash of the set that seals block ``number``. Costs one call
-        when the set did not change, and two verified headers per change.
+        when the set did not change, and one verified header per change: each
+        change header is sealed by the set the previous one committed to, and
+        commits to the next ([LC-CHANGE.1]).
         """
         committed = anchor.next_validators_hash
-        if anchor.number + 1 >= number:
-            return committed
-        answer = provider.call(
-            "polder_getValidatorChanges", hex(anchor.number + 1), hex(number - 1)
-        )
-        changes = answer.get("changes") if isinstance(answer, dict) else None
-        if not isinstance(changes, list):
-            raise ProviderError(provider.name, "polder_getValidatorChanges answer has no changes")
         previous = anchor.number
-        for change in changes:
-            if not isinstance(change, dict):
-                raise ProviderError(provider.name, "a validator change is not a JSON object")
-            header = decode_light_block(change.get("lightBlock"))
-            if not previous < header.number < number or not is_validator_change(header):
-                raise InvalidBlock(
-                    f"block #{header.number} is not a validator-set change"
-                    f" between #{previous} and #{number}"
-                )
-            validate_light_block(header, committed)
-            self.store.save_header(header)
-            committed, previous = header.next_validators_hash, header.number
-            following = change.get("nextLightBlock")
-            if following is not None and header.number + 1 < number:
-                first = decode_light_block(following)
-                if first.number != header.number + 1:
-                    raise InvalidBlock(f"nextLightBlock is not #{previous + 1}")
-                validate_light_block(first, committed)
-                self.store.save_header(first)
-                previous = first.number
+        while previous + 1 < number:
+            answer = provider.call("polder_getValidatorChanges", hex(previous + 1), hex(number - 1))
+            changes = answer.get("changes") if isinstance(answer, dict) else None
+            if not isinstance(changes, list):
+                raise ProviderError(provider.name, "polder_getValidatorChanges has no changes list")
+            covered = decode_quantity(answer.get("toBlock"), "toBlock")
+            for change in changes:
+                if not isinstance(change, dict):
+                    raise ProviderError(provider.name, "a validator change is not a JSON object")
+                header = decode_light_block(change.get("lightBlock"))
+                if not previous < header.number <= covered or not is_validator_change(header):
+                    raise InvalidBlock(
+                        f"block #{header.number} is not a validator-set change"
+                        f" between #{previous} and #{covered}"
+                    )
+                validate_light_block(header, committed)
+                self.store.save_header(header)
+                committed, previous = header.next_validators_hash, header.number
+            if covered >= number - 1:
+                break
+            if covered <= previous and not changes:
+                raise ProviderError(provider.name, f"validator changes stop at #{covered}")
+            previous = max(previous, covered)
         return committed
 
     def _confirm(self, block: LightBlock, source: Provider, faults: Faults) -> VerifiedHeader:

@@ -38,7 +38,7 @@ from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 from web3 import Web3
 
-from consensus.seal import compute_block_hash, validate_committed_seals
+from consensus.seal import compute_block_hash, get_extra_data, validate_committed_seals
 from contracts.loader import load_artifact
 
 REPO = Path(__file__).resolve().parents[2]
@@ -253,6 +253,18 @@ def find_free_base_port(count: int) -> int:
     raise RuntimeError("no free block of loopback ports found")
 
 
+def run_polder(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run the ``polder`` command of this virtualenv, as a user types it."""
+    return subprocess.run(
+        [str(Path(PYTHON).parent / "polder"), *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def is_process_gone(pid: int) -> bool:
     """True once ``pid`` has exited (a zombie counts as gone)."""
     if pid <= 0:
@@ -450,10 +462,11 @@ class Devnet:
         return [bytes.fromhex(v["address"][2:]) for v in self.genesis["validators"]]
 
     def address(self, name: str) -> bytes:
-        """A validator's address, from genesis."""
-        return next(
-            bytes.fromhex(v["address"][2:]) for v in self.genesis["validators"] if v["name"] == name
-        )
+        """A validator's address, from genesis (or, for one added later, the manifest)."""
+        for validator in self.genesis["validators"]:
+            if validator["name"] == name:
+                return bytes.fromhex(validator["address"][2:])
+        return bytes.fromhex(self.entry(name)["address"][2:])
 
     @property
     def chain_id(self) -> int:
@@ -527,7 +540,9 @@ class Devnet:
         """Signers of block ``number`` as ``name`` stores it (seals verified)."""
         block = self.block(name, number)
         assert block is not None, f"{name} has no block {number}"
-        return verify_sealed_block(block, self.validator_addresses)
+        # the set of that height, as the header lists it (governance may change it)
+        listed = get_extra_data(encode_header_fields(block)).validators
+        return verify_sealed_block(block, list(listed))
 
     def wait_for_seal_by(self, signer: str, after: int, timeout: float) -> int:
         """Wait for a block above ``after`` that carries ``signer``'s seal on some node's copy.

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import rlp
-from devnet_tools import Devnet, post
+from devnet_tools import Devnet, post, run_polder
 
 from clients.light import (
     ForkDetected,
@@ -268,14 +268,7 @@ def test_honest_nodes_verify_head_and_account(net: Devnet, tx: dict[str, Any]) -
 
 
 def polder(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "polder"), *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_polder(*args, timeout=60)
 
 
 def test_polder_verify_tx_and_receipt(net: Devnet, tx: dict[str, Any], tmp_path: Path) -> None:

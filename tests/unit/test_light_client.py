@@ -71,7 +71,6 @@ def test_transaction_across_a_set_change_is_verified(
     assert result.agreed == ("node0", "node1")
     assert result.faults == ()
     assert client.store.get_header(201) is not None  # the change header
-    assert client.store.get_header(202) is not None  # the first header of the new set
 
 
 def test_cost_grows_with_set_changes_not_blocks(servers: list[RpcServer]) -> None:
@@ -100,12 +99,28 @@ def test_each_set_change_costs_headers(servers: list[RpcServer]) -> None:
         client = make_client([a, b])
         client.trust(0, synthetic.blocks[0].hash)
         client.verify_transaction(keccak(synthetic.blocks[-1].transactions[0]))
-        # each change: the change header and the first header of the new set are kept
+        # each change costs one verified header: the change header itself
         assert len(client.store.get_evidence()) == 0
         kept = [n for n in range(len(synthetic.blocks)) if client.store.get_header(n)]
-        changes = [n for change in synthetic.changes for n in (change, change + 1)]
         assert synthetic.changes == [6, 12, 18]
-        assert kept == [0, *changes, len(synthetic.blocks) - 1]
+        assert kept == [0, *synthetic.changes, len(synthetic.blocks) - 1]
+
+
+def test_consecutive_changes_and_paged_change_lists() -> None:
+    """[LC-CHANGE.1] changes at adjacent heights; answers that stop early are continued."""
+    synthetic = SyntheticChain(make_keys(4), page_size=2)
+    synthetic.extend(3)
+    for _ in range(5):
+        synthetic.change_set(make_keys(4))
+    synthetic.extend(3, transactions=1)
+    assert synthetic.changes == [4, 5, 6, 7, 8]
+    with RpcServer(synthetic.methods()) as a, RpcServer(synthetic.methods()) as b:
+        client = make_client([a, b])
+        client.trust(0, synthetic.blocks[0].hash)
+        result = client.verify_transaction(keccak(synthetic.blocks[-1].transactions[0]))
+        assert result.faults == ()
+        assert result.agreed == ("node0", "node1")
+        assert a.calls.count("polder_getValidatorChanges") == 3  # pages of 2, 2 and 1
 
 
 def hide_changes(chain: SyntheticChain) -> dict[str, Any]:
