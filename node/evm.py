@@ -16,6 +16,9 @@ Differences from Ethereum's Prague rules, and why:
   Gas is still metered and every block has the genesis gas limit.
 * **Seal check**: :class:`PolderConsensus` verifies a quorum of committed seals
   with the same function the light client uses.
+* **PollCrypto precompile** at ``0x…0b00`` (:mod:`node.precompiles`) checks
+  ballot, key-generation and tally proofs natively, as part of block validity;
+  every standard Prague precompile stays where it is.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from eth.exceptions import HeaderNotFound
 from eth.validation import validate_word
 from eth.vm.forks.prague import PragueVM
 from eth.vm.forks.prague.blocks import PragueBlock, PragueBlockHeader
+from eth.vm.forks.prague.computation import PragueComputation
 from eth.vm.forks.prague.headers import create_prague_header_from_parent
+from eth.vm.forks.prague.state import PragueState
 from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError, encode_hex
 
@@ -44,6 +49,7 @@ from consensus.seal import (
     validate_committed_seals,
     validate_validator_set,
 )
+from node.precompiles import PRECOMPILE_ADDRESS, run_poll_crypto
 
 
 class PolderHeader(PragueBlockHeader):
@@ -146,11 +152,25 @@ def create_polder_header_from_parent(
     return to_polder_header(header)
 
 
+class PolderComputation(PragueComputation):
+    """Prague computation with the PollCrypto precompile added to Prague's own."""
+
+    _precompiles = {**PragueComputation.get_precompiles(), PRECOMPILE_ADDRESS: run_poll_crypto}
+
+
+class PolderState(PragueState):
+    """Prague state whose messages run as :class:`PolderComputation`."""
+
+    # py-evm also reads this mapping to treat precompile addresses as warm (EIP-2929).
+    computation_class = PolderComputation
+
+
 class PolderVM(PragueVM):
-    """Prague execution with Polder's header, base-fee and seal rules."""
+    """Prague execution with Polder's header, base-fee and seal rules and PollCrypto."""
 
     fork = "polder-prague"
     block_class = PolderBlock
+    _state_class = PolderState
     consensus_class = PolderConsensus
     extra_data_max_bytes: ClassVar[int] = MAX_EXTRA_DATA_BYTES
 

@@ -14,6 +14,7 @@ block named must be the one the proof leads to.
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -55,6 +56,8 @@ class VerifiedReceipt:
 BodyCheck = Callable[[Receipt, VerifiedTransaction], list[str]]
 BODY_CHECKS: dict[str, BodyCheck] = {}
 """Kind-specific checks (ballots, payments) registered by their client modules."""
+BODY_CHECK_MODULES = {"ballot": "clients.polls.voter"}
+"""Where the check of each kind lives; imported on first use (it registers itself)."""
 
 
 def encode_receipt(receipt: Receipt) -> dict[str, Any]:
@@ -105,6 +108,7 @@ def decode_hash(value: Any, name: str) -> bytes:
 
 def save_receipt(receipt: Receipt, path: Path) -> None:
     """Write ``receipt`` to ``path`` (atomically: a crash never leaves half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     scratch = path.with_name(path.name + ".tmp")
     scratch.write_text(json.dumps(encode_receipt(receipt), indent=2) + "\n")
     scratch.replace(path)
@@ -116,6 +120,17 @@ def load_receipt(path: Path) -> Receipt:
     except (OSError, ValueError) as exc:
         raise InvalidParams(f"cannot read receipt {path}: {exc}") from exc
     return decode_receipt_file(value)
+
+
+def get_body_check(kind: str) -> BodyCheck:
+    """Return the check of a receipt kind; refuse a kind this client cannot check."""
+    if kind not in BODY_CHECKS and kind in BODY_CHECK_MODULES:
+        importlib.import_module(BODY_CHECK_MODULES[kind])
+    if kind not in BODY_CHECKS:
+        raise InvalidProof(
+            f"this client cannot check {kind} receipts yet; the transaction alone is not enough"
+        )
+    return BODY_CHECKS[kind]
 
 
 def verify_receipt(receipt: Receipt, client: LightClient) -> VerifiedReceipt:
@@ -152,7 +167,6 @@ def verify_receipt(receipt: Receipt, client: LightClient) -> VerifiedReceipt:
     if compute_transaction_chain_id(verified.proven.transaction) != receipt.chain_id:
         raise InvalidProof(f"the transaction is not signed for chain id {receipt.chain_id}")
     checks.append(f"it is signed for chain id {receipt.chain_id}")
-    body_check = BODY_CHECKS.get(receipt.kind)
-    if body_check is not None:
-        checks.extend(body_check(receipt, verified))
+    if receipt.kind != "transaction":
+        checks.extend(get_body_check(receipt.kind)(receipt, verified))
     return VerifiedReceipt(receipt=receipt, transaction=verified, checks=tuple(checks))

@@ -308,7 +308,8 @@ async def test_repeated_wrong_codes_lock_the_voter_id_for_that_poll(
     [
         (b"{not json", "not valid JSON"),
         (b"[1, 2]", "JSON object"),
-        (b"[" * 3000 + b"]" * 3000, "not valid JSON"),
+        # the decoder may refuse the nesting or return nested lists: refused either way
+        (b"[" * 3000 + b"]" * 3000, "JSON"),
         (json.dumps({"code": "x", "blindedMessage": "0x00"}).encode(), "voterId"),
         (json.dumps({"voterId": "voter-1", "blindedMessage": "0x00"}).encode(), "code"),
         (json.dumps({"voterId": "voter-1", "code": "x"}).encode(), "blindedMessage"),

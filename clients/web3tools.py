@@ -1,0 +1,81 @@
+"""web3.py plumbing the client tools share: a connection and zero-fee transactions.
+
+Clients sign their own transactions (gas is free on Polder, fees are 0); a
+node refuses a transaction that would revert at admission, with the reason,
+and :func:`send_call` turns that into :class:`TransactionRefused`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hexbytes import HexBytes
+from web3 import Web3
+from web3.exceptions import ContractLogicError, Web3RPCError
+from web3.middleware import ExtraDataToPOAMiddleware
+
+from consensus.errors import PolderError
+
+RECEIPT_TIMEOUT = 120
+
+
+class TransactionRefused(PolderError):
+    """The node (or the contract) refused the transaction; ``message`` says why."""
+
+    code = 3
+
+
+def connect(url: str, timeout: float = 30.0) -> Web3:
+    """Return a web3 connection to a Polder node (PoA-style extraData)."""
+    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+    return w3
+
+
+def build_signed(w3: Web3, account: Any, call: Any, nonce: int | None = None) -> bytes:
+    """Sign ``call`` (a contract function call) as a zero-fee transaction; return raw bytes."""
+    try:
+        transaction = call.build_transaction(
+            {
+                "from": account.address,
+                "nonce": (
+                    w3.eth.get_transaction_count(account.address, "pending")
+                    if nonce is None
+                    else nonce
+                ),
+                "maxFeePerGas": 0,
+                "maxPriorityFeePerGas": 0,
+                "chainId": w3.eth.chain_id,
+            }
+        )
+    except (ContractLogicError, Web3RPCError) as exc:
+        raise TransactionRefused(describe_refusal(exc)) from exc
+    return bytes(account.sign_transaction(transaction).raw_transaction)
+
+
+def submit(w3: Web3, raw: bytes) -> bytes:
+    """Send a signed transaction; return its hash or raise :class:`TransactionRefused`."""
+    try:
+        return bytes(w3.eth.send_raw_transaction(raw))
+    except (ContractLogicError, Web3RPCError) as exc:
+        raise TransactionRefused(describe_refusal(exc)) from exc
+
+
+def wait(w3: Web3, tx_hash: bytes, timeout: float = RECEIPT_TIMEOUT) -> Any:
+    """Wait for the receipt of ``tx_hash``."""
+    return w3.eth.wait_for_transaction_receipt(HexBytes(tx_hash), timeout=timeout, poll_latency=0.2)
+
+
+def send_call(w3: Web3, account: Any, call: Any) -> Any:
+    """Sign, send and wait for ``call``; return the receipt."""
+    return wait(w3, submit(w3, build_signed(w3, account, call)))
+
+
+def describe_refusal(exc: Exception) -> str:
+    """The node's reason, without JSON-RPC wrapping."""
+    detail: Any = exc.args[0] if exc.args else None
+    if isinstance(detail, dict) and "message" in detail:
+        message = str(detail["message"])
+    else:
+        message = str(getattr(exc, "message", None) or exc)
+    return message.removeprefix("execution reverted: ")
