@@ -18,8 +18,9 @@ from typing import Any
 
 from eth_account import Account
 
+from clients.issuer.client import encode_credential, request_credential
 from clients.light.receipt import load_receipt, save_receipt, verify_receipt
-from clients.polls import trustee, voter
+from clients.polls import organiser, trustee, voter
 from clients.polls.chain import DEFAULT_REGISTRY, REGISTRY_NAME, PollChain, PollInfo
 from clients.polls.verifier import collect_record, verify_record
 from clients.verify_cli import add_arguments as add_verify_arguments
@@ -108,8 +109,68 @@ def describe_poll(poll: PollInfo) -> str:
 # -- the commands ----------------------------------------------------------------------
 
 
+def resolve_address(args: argparse.Namespace, value: str) -> bytes:
+    """An address given as 0x… or as the name of a devnet node."""
+    if value.startswith("0x") and len(value) == 42:
+        return bytes.fromhex(value[2:])
+    manifest = read_manifest(args)
+    keys = Path(manifest["genesis"]).parent / "keys" if manifest else None
+    if keys is not None and (keys / f"{value.lower()}.key").exists():
+        account = Account.from_key((keys / f"{value.lower()}.key").read_text().strip())
+        return bytes.fromhex(account.address[2:])
+    raise UsageError(f"{value!r} is neither an address nor a node of the devnet")
+
+
+def parse_time(value: str, now: int) -> int:
+    """``now``, ``+SECONDS`` or a unix time."""
+    if value == "now":
+        return now
+    if value.startswith("+") and value[1:].isdigit():
+        return now + int(value[1:])
+    if value.isdigit():
+        return int(value)
+    raise UsageError(f"a time is 'now', '+SECONDS' or a unix time, got {value!r}")
+
+
+def create(args: argparse.Namespace, chain: PollChain) -> int:
+    from Crypto.PublicKey import RSA  # noqa: PLC0415
+
+    account = load_account(args)
+    issuers, keys = [], []
+    for item in args.issuer:
+        who, _, path = item.partition("=")
+        if not path:
+            raise UsageError("--issuer is NAME_OR_ADDRESS=KEYFILE (the issuer's PEM key)")
+        try:
+            public = RSA.import_key(Path(path).read_bytes()).public_key()
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"cannot read the issuer key {path}: {exc}") from exc
+        issuers.append(resolve_address(args, who))
+        keys.append(public.export_key(format="DER"))
+    now = int(chain.w3.eth.get_block("latest")["timestamp"])
+    poll_id = organiser.create_poll(
+        chain,
+        account,
+        question=args.question,
+        options=args.option,
+        min_selections=args.min,
+        max_selections=args.max,
+        opens=parse_time(args.opens, now),
+        closes=parse_time(args.closes, now),
+        trustees=[resolve_address(args, t) for t in args.trustee],
+        threshold=args.threshold,
+        issuers=issuers,
+        issuer_keys=keys,
+        issuer_threshold=args.issuer_threshold,
+    )
+    print(f"poll 0x{poll_id.hex()}")
+    return 0
+
+
 def run_poll(args: argparse.Namespace) -> int:
     chain = open_chain(args)
+    if args.action == "create":
+        return create(args, chain)
     if args.action == "show":
         print(describe_poll(chain.get_poll(parse_poll_id(args.poll))))
         return 0
@@ -169,6 +230,20 @@ def run_vote(args: argparse.Namespace) -> int:
     chain = open_chain(args)
     poll = chain.get_poll(parse_poll_id(args.poll))
     account = load_account(args, args.voting_key)
+    if args.action == "credential":
+        if not 0 <= args.index < len(poll.issuers):
+            raise UsageError(f"the poll has issuers 0..{len(poll.issuers) - 1}")
+        obtained = request_credential(
+            args.issuer,
+            poll.poll_id,
+            args.voter_id,
+            args.code,
+            bytes.fromhex(account.address[2:]),
+            issuer_index=args.index,
+            public_key=poll.issuer_keys[args.index],
+        )
+        print("0x" + encode_credential(obtained).hex())
+        return 0
     selections = [1 if i in args.choose else 0 for i in range(len(poll.options))]
     if args.action == "spoil":
         _, opening = voter.spoil_ballot(poll, bytes.fromhex(account.address[2:]), selections)
@@ -223,6 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
         command = poll_sub.add_parser(name)
         command.add_argument("poll")
         add_node_arguments(command, signs=name != "show")
+    created = poll_sub.add_parser("create", help="create a poll (the organiser)")
+    created.add_argument("--question", required=True)
+    created.add_argument("--option", action="append", required=True, help="repeat per option")
+    created.add_argument("--min", type=int, default=1, help="fewest options a ballot selects")
+    created.add_argument("--max", type=int, default=1, help="most options a ballot selects")
+    created.add_argument("--opens", default="now", help="'now', '+SECONDS' or a unix time")
+    created.add_argument("--closes", required=True, help="'+SECONDS' or a unix time")
+    created.add_argument("--trustee", action="append", required=True, help="address or node")
+    created.add_argument("--threshold", type=int, required=True, help="trustees who decrypt")
+    created.add_argument("--issuer", action="append", required=True, help="WHO=PEM_KEY_FILE")
+    created.add_argument("--issuer-threshold", type=int, required=True)
+    add_node_arguments(created)
     trustee_parser = top.add_parser("trustee", help="key ceremony and partial decryption")
     trustee_sub = trustee_parser.add_subparsers(dest="action", required=True)
     for name in ("register", "deal", "share", "decrypt"):
@@ -234,6 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
     vote_sub = vote.add_subparsers(dest="action", required=True)
     key = vote_sub.add_parser("key", help="create a fresh voting key for one poll")
     key.add_argument("--out", type=Path, required=True)
+    credential = vote_sub.add_parser("credential", help="ask one issuer to vouch for your key")
+    credential.add_argument("poll")
+    credential.add_argument("--issuer", required=True, help="the issuer's URL")
+    credential.add_argument("--index", type=int, required=True, help="its place in the poll")
+    credential.add_argument("--voter-id", required=True)
+    credential.add_argument("--code", required=True, help="the one-time code of your letter")
+    credential.add_argument("--voting-key", type=Path, required=True)
+    add_node_arguments(credential, signs=False)
     for name in ("cast", "spoil"):
         command = vote_sub.add_parser(name)
         command.add_argument("poll")

@@ -26,6 +26,7 @@ from clients.issuer.keys import (
     load_issuer_key,
     save_issuer_key,
 )
+from clients.issuer.reporter import ReportIssued
 from clients.issuer.roll import add_voters, count_issued, load_roll, open_roll
 from clients.issuer.service import DEFAULT_PORT, IssuerConfig, decode_poll_id, make_app
 from consensus.errors import PolderError
@@ -52,6 +53,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
     serve.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     serve.add_argument("--name", default="issuer", help="the municipality's name")
+    serve.add_argument("--node", help="a node's RPC URL: put the issued count on chain")
+    serve.add_argument(
+        "--account-key", type=Path, help="with --node: the issuer's account key (it signs reports)"
+    )
+    serve.add_argument(
+        "--registry", default=None, help="PollRegistry address (default: the genesis one)"
+    )
     issued = commands.add_parser("issued", help="credentials issued for a poll")
     issued.add_argument("--roll", type=Path, required=True, help="the SQLite roll")
     issued.add_argument("--poll", required=True, help="the poll id")
@@ -84,11 +92,29 @@ def _add_voters(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     polls = frozenset(decode_poll_id(p) for p in args.poll)
     config = IssuerConfig(
-        name=args.name, key=load_issuer_key(args.key), roll_path=args.roll, polls=polls
+        name=args.name,
+        key=load_issuer_key(args.key),
+        roll_path=args.roll,
+        polls=polls,
+        report=make_chain_reporter(args),
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     web.run_app(make_app(config), host=args.host, port=args.port, print=None)
     return 0
+
+
+def make_chain_reporter(args: argparse.Namespace) -> ReportIssued | None:
+    """``reportIssued`` transactions signed by the issuer's account, if a node is named."""
+    if args.node is None:
+        return None
+    if args.account_key is None:
+        raise RollError("--node needs --account-key: the issuer's account signs the report")
+    from eth_account import Account  # noqa: PLC0415 - web3 only when reporting
+
+    from clients.polls.chain import DEFAULT_REGISTRY, make_issued_reporter  # noqa: PLC0415
+
+    account = Account.from_key(args.account_key.read_text().strip())
+    return make_issued_reporter(args.node, args.registry or DEFAULT_REGISTRY, account)
 
 
 def _issued(args: argparse.Namespace) -> int:

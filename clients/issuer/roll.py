@@ -49,7 +49,10 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 HASH_SIZE = 32
 """Bytes of a stored code hash."""
 
-_CODE_TRANSLATION = str.maketrans({"O": "0", "I": "1", "L": "1", "-": None, " ": None})
+_CODE_TRANSLATION = str.maketrans(
+    {"O": "0", "I": "1", "L": "1", "-": None, " ": None, "\t": None, "\r": None, "\n": None}
+)
+"""Copying a code from a letter or a CSV file may bring line ends and tabs along."""
 
 _DUMMY_SALT = bytes(SALT_SIZE)
 """Salt hashed for an unknown voter id, so it costs as much time as a known one."""
@@ -81,7 +84,7 @@ def is_valid_voter_id(voter_id: object) -> bool:
 
 
 def normalize_code(code: str) -> str:
-    """Uppercase, drop dashes and spaces, read O as 0 and I, L as 1 (Crockford)."""
+    """Uppercase, drop dashes and white space, read O as 0 and I, L as 1 (Crockford)."""
     return code.upper().translate(_CODE_TRANSLATION)
 
 

@@ -7,7 +7,7 @@ light client (:mod:`clients.polls.verifier`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +15,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 from web3.logs import DISCARD
 
-from clients.web3tools import send_call
+from clients.web3tools import connect, send_call
 from contracts.ballot import Ciphertext, ElectionKey, PollParameters, decode_point
 from contracts.loader import load_artifact
 
@@ -169,6 +169,16 @@ class PollChain:
     def process_receipt(self, name: str, receipt: Any) -> list[dict[str, Any]]:
         event = getattr(self.contract.events, name)()
         return [dict(e["args"]) for e in event.process_receipt(receipt, errors=DISCARD)]
+
+
+def make_issued_reporter(url: str, registry: str, account: Any) -> Callable[[bytes, int], None]:
+    """An issuer's ``report(poll_id, count)``: a ``reportIssued`` transaction (own connection)."""
+    chain = PollChain(connect(url), registry)
+
+    def report(poll_id: bytes, count: int) -> None:
+        chain.send(account, chain.functions.reportIssued(poll_id, count))
+
+    return report
 
 
 def _address(value: str) -> bytes:

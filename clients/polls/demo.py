@@ -35,7 +35,7 @@ from clients.issuer.roll import add_voters, open_roll
 from clients.issuer.service import IssuerConfig, make_app
 from clients.light.receipt import save_receipt
 from clients.polls import trustee, voter
-from clients.polls.chain import REGISTRY_NAME, PollChain, PollInfo
+from clients.polls.chain import REGISTRY_NAME, PollChain, PollInfo, make_issued_reporter
 from clients.polls.organiser import create_poll
 from clients.polls.verifier import Report, collect_record, verify_record
 from clients.web3tools import build_signed, connect, submit, wait
@@ -210,7 +210,7 @@ class PollWalkthrough:
                 key=key,
                 roll_path=roll,
                 polls=[self.poll_id],
-                report=make_reporter(self.urls[0], self.chain.contract.address, account),
+                report=make_issued_reporter(self.urls[0], self.chain.contract.address, account),
                 report_interval=5.0,
             )
             for name, account, (key, roll, _) in zip(
@@ -304,16 +304,6 @@ def run_demo(devnet: Path, voters: int, say: Callable[[str], None] = print) -> D
     counts = walk.tally()
     report = walk.verify()
     return DemoResult(walk.poll_id, counts, report, walk.folder)
-
-
-def make_reporter(url: str, registry: str, account: Any) -> Callable[[bytes, int], None]:
-    """The issuer's hook: its issuance count goes on chain (its own connection)."""
-    chain = PollChain(connect(url), registry)
-
-    def report(poll_id: bytes, count: int) -> None:
-        chain.send(account, chain.functions.reportIssued(poll_id, count))
-
-    return report
 
 
 def cast_all(
