@@ -40,6 +40,9 @@ Try next:
   .venv/bin/polder devnet kill Rotterdam --dir {directory}      # crash one; blocks go on
   .venv/bin/polder devnet restart Rotterdam --dir {directory}   # it syncs and signs again
   .venv/bin/python scripts/demo_chain.py --devnet {directory}   # deploy, transact, prove
+  .venv/bin/polder verify receipt {directory}/demo-receipt.json --devnet {directory}
+  .venv/bin/polder demo poll --voters 20 --devnet {directory}   # a secret poll, end to end
+  .venv/bin/polder validators list --devnet {directory}         # the set, by on-chain vote
   make stop                                                # stop the devnet
 """
 

@@ -118,6 +118,7 @@ TAMPERS = [
 """A change to a copy of the record, and the first check it must fail."""
 
 
+@pytest.mark.timeout(900)
 def test_a_poll_of_100_residents(net: Devnet, tmp_path: Path) -> None:
     lines: list[str] = []
     walk = PollWalkthrough(Path(net.directory), RESIDENTS, lines.append)
