@@ -10,7 +10,6 @@ Exit status: 0 done, 1 refused or not verified (the reason is printed),
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from eth_account import Account
 
+from clients.cliargs import UsageError, choose_node_url, load_account, read_manifest
 from clients.issuer.client import encode_credential, request_credential
 from clients.light.receipt import load_receipt, save_receipt, verify_receipt
 from clients.polls import organiser, trustee, voter
@@ -29,10 +29,6 @@ from clients.web3tools import connect
 from consensus.errors import PolderError
 
 
-class UsageError(Exception):
-    """The command line is wrong; exit 2."""
-
-
 def add_node_arguments(parser: argparse.ArgumentParser, signs: bool = True) -> None:
     parser.add_argument("--node", help="a node's RPC URL")
     parser.add_argument("--devnet", type=Path, help="a devnet folder (its nodes and keys)")
@@ -42,36 +38,15 @@ def add_node_arguments(parser: argparse.ArgumentParser, signs: bool = True) -> N
         parser.add_argument("--as", dest="member", help="with --devnet: sign as this node")
 
 
-def read_manifest(args: argparse.Namespace) -> dict[str, Any]:
-    if args.devnet is None:
-        return {}
-    try:
-        manifest: dict[str, Any] = json.loads((args.devnet / "devnet.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {args.devnet}/devnet.json: {exc}") from exc
-    return manifest
-
-
 def open_chain(args: argparse.Namespace) -> PollChain:
-    manifest = read_manifest(args)
-    url = args.node or (manifest["nodes"][0]["rpc"] if manifest else None)
-    if url is None:
-        raise UsageError("name a node with --node URL (or --devnet DIR)")
+    manifest = read_manifest(args.devnet)
+    url = choose_node_url(args.node, manifest)
     registry = args.registry or manifest.get("contracts", {}).get(REGISTRY_NAME, DEFAULT_REGISTRY)
     return PollChain(connect(url), registry)
 
 
-def load_account(args: argparse.Namespace, path: Path | None = None) -> Any:
-    manifest = read_manifest(args)
-    path = path or args.key
-    if path is None and getattr(args, "member", None) and manifest:
-        path = Path(manifest["genesis"]).parent / "keys" / f"{args.member.lower()}.key"
-    if path is None:
-        raise UsageError("this command signs: pass --key FILE (or --devnet DIR --as NAME)")
-    try:
-        return Account.from_key(path.read_text().strip())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read the key {path}: {exc}") from exc
+def signer(args: argparse.Namespace, path: Path | None = None) -> Any:
+    return load_account(path or args.key, read_manifest(args.devnet), getattr(args, "member", None))
 
 
 def parse_poll_id(value: str) -> bytes:
@@ -113,7 +88,7 @@ def resolve_address(args: argparse.Namespace, value: str) -> bytes:
     """An address given as 0x… or as the name of a devnet node."""
     if value.startswith("0x") and len(value) == 42:
         return bytes.fromhex(value[2:])
-    manifest = read_manifest(args)
+    manifest = read_manifest(args.devnet)
     keys = Path(manifest["genesis"]).parent / "keys" if manifest else None
     if keys is not None and (keys / f"{value.lower()}.key").exists():
         account = Account.from_key((keys / f"{value.lower()}.key").read_text().strip())
@@ -135,7 +110,7 @@ def parse_time(value: str, now: int) -> int:
 def create(args: argparse.Namespace, chain: PollChain) -> int:
     from Crypto.PublicKey import RSA  # noqa: PLC0415
 
-    account = load_account(args)
+    account = signer(args)
     issuers, keys = [], []
     for item in args.issuer:
         who, _, path = item.partition("=")
@@ -174,7 +149,7 @@ def run_poll(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(describe_poll(chain.get_poll(parse_poll_id(args.poll))))
         return 0
-    account = load_account(args)
+    account = signer(args)
     poll = chain.get_poll(parse_poll_id(args.poll))
     if args.action == "close":
         chain.send(account, chain.functions.close(poll.poll_id))
@@ -191,7 +166,7 @@ def run_poll(args: argparse.Namespace) -> int:
 
 def run_trustee(args: argparse.Namespace) -> int:
     chain = open_chain(args)
-    account = load_account(args)
+    account = signer(args)
     poll = chain.get_poll(parse_poll_id(args.poll))
     if args.action == "register":
         state = trustee.register_key(chain, account, poll, args.state)
@@ -229,7 +204,7 @@ def run_vote(args: argparse.Namespace) -> int:
         return 0
     chain = open_chain(args)
     poll = chain.get_poll(parse_poll_id(args.poll))
-    account = load_account(args, args.voting_key)
+    account = signer(args, args.voting_key)
     if args.action == "credential":
         if not 0 <= args.index < len(poll.issuers):
             raise UsageError(f"the poll has issuers 0..{len(poll.issuers) - 1}")
@@ -262,7 +237,7 @@ def run_vote(args: argparse.Namespace) -> int:
 
 
 def run_verify_poll(args: argparse.Namespace) -> int:
-    manifest = read_manifest(args)
+    manifest = read_manifest(args.devnet)
     urls = list(args.node or [])
     if manifest:
         urls += [n["rpc"] for n in manifest["nodes"] if n.get("role") == "validator"]

@@ -11,27 +11,22 @@ current validator, already approved, expired, ...). Exit status: 0 done,
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
 
-from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractLogicError, Web3Exception
 from web3.logs import DISCARD
-from web3.middleware import ExtraDataToPOAMiddleware
 
+from clients.cliargs import UsageError, choose_node_url, load_account, read_manifest
+from clients.web3tools import connect
 from contracts.loader import load_artifact
 from contracts.registry import REGISTRY_NAME
 
 DEFAULT_REGISTRY = "0x0000000000000000000000000000000000000200"
 """Where genesis places the registry (genesis.json ``contracts``)."""
 RECEIPT_TIMEOUT = 60
-
-
-class UsageError(Exception):
-    """The command line is wrong; exit 2 with the message."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,38 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def connect(args: argparse.Namespace) -> tuple[Web3, Any, dict[str, Any]]:
-    manifest: dict[str, Any] = {}
-    if args.devnet is not None:
-        try:
-            manifest = json.loads((args.devnet / "devnet.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read {args.devnet}/devnet.json: {exc}") from exc
-    url = args.node
-    if url is None and manifest:
-        named = [n for n in manifest["nodes"] if n["name"].lower() == (args.member or "").lower()]
-        url = (named or manifest["nodes"])[0]["rpc"]
-    if url is None:
-        raise UsageError("name a node with --node URL (or --devnet DIR)")
-    w3 = Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 30}))
-    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
+def open_registry(args: argparse.Namespace) -> tuple[Web3, Any, dict[str, Any]]:
+    manifest = read_manifest(args.devnet)
+    w3 = connect(choose_node_url(args.node, manifest, args.member))
     address = args.registry or manifest.get("contracts", {}).get(REGISTRY_NAME, DEFAULT_REGISTRY)
     registry = w3.eth.contract(
         address=Web3.to_checksum_address(address), abi=load_artifact(REGISTRY_NAME).abi
     )
     return w3, registry, manifest
-
-
-def load_key(args: argparse.Namespace, manifest: dict[str, Any]) -> Any:
-    path = args.key
-    if path is None and args.member and manifest:
-        path = Path(manifest["genesis"]).parent / "keys" / f"{args.member.lower()}.key"
-    if path is None:
-        raise UsageError("votes are signed: pass --key FILE (or --devnet DIR --as NAME)")
-    try:
-        return Account.from_key(path.read_text().strip())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read the key {path}: {exc}") from exc
 
 
 def describe_proposal(registry: Any, number: int, head: int, size: int) -> str:
@@ -153,11 +124,11 @@ def send(w3: Web3, registry: Any, account: Any, call: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    w3, registry, manifest = connect(args)
+    w3, registry, manifest = open_registry(args)
     if args.action == "list":
         show(w3, registry)
         return
-    account = load_key(args, manifest)
+    account = load_account(args.key, manifest, args.member)
     if args.action == "approve":
         call = registry.functions.approve(args.proposal)
     else:

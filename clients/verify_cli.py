@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clients.cliargs import UsageError, read_manifest
 from clients.light import (
     Fault,
     HeaderStore,
@@ -24,10 +25,6 @@ from clients.light import (
 )
 from clients.light.client import DEFAULT_MAX_HEAD_AGE
 from consensus.errors import PolderError
-
-
-class UsageError(Exception):
-    """The command line is wrong; exit 2 with the message."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,14 +99,6 @@ def parse_providers(args: argparse.Namespace) -> list[HttpProvider]:
     if not providers:
         raise UsageError("name at least one node with --node URL (better two)")
     return providers
-
-
-def read_manifest(directory: Path) -> dict[str, Any]:
-    try:
-        manifest: dict[str, Any] = json.loads((directory / "devnet.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read {directory}/devnet.json: {exc}") from None
-    return manifest
 
 
 def resolve_trust(args: argparse.Namespace) -> tuple[int, bytes, bytes | None] | None:

@@ -1,0 +1,53 @@
+"""Command-line plumbing the ``polder`` client commands share.
+
+A command names a node with ``--node URL`` or a local devnet with
+``--devnet DIR``; it signs with ``--key FILE`` or, on a devnet, with
+``--as NAME`` (that municipality's devnet key). Mistakes raise
+:class:`UsageError`, which every command turns into exit status 2.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from eth_account import Account
+
+
+class UsageError(Exception):
+    """The command line is wrong; the command exits 2 with this message."""
+
+
+def read_manifest(directory: Path | None) -> dict[str, Any]:
+    """Return ``DIR/devnet.json``, or ``{}`` when no devnet is named."""
+    if directory is None:
+        return {}
+    try:
+        manifest: dict[str, Any] = json.loads((directory / "devnet.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read {directory}/devnet.json: {exc}") from None
+    return manifest
+
+
+def choose_node_url(node: str | None, manifest: dict[str, Any], member: str | None = None) -> str:
+    """``--node``, else the devnet node named ``member``, else the devnet's first node."""
+    if node is not None:
+        return node
+    if manifest:
+        named = [n for n in manifest["nodes"] if n["name"].lower() == (member or "").lower()]
+        return str((named or manifest["nodes"])[0]["rpc"])
+    raise UsageError("name a node with --node URL (or --devnet DIR)")
+
+
+def load_account(key: Path | None, manifest: dict[str, Any], member: str | None) -> Any:
+    """The signing account: ``--key FILE``, or the devnet key of ``--as NAME``."""
+    path = key
+    if path is None and member and manifest:
+        path = Path(manifest["genesis"]).parent / "keys" / f"{member.lower()}.key"
+    if path is None:
+        raise UsageError("this command signs: pass --key FILE (or --devnet DIR --as NAME)")
+    try:
+        return Account.from_key(path.read_text().strip())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read the key {path}: {exc}") from exc
