@@ -45,6 +45,7 @@ bench: setup ## run the benchmarks and print their figures
 	$(BIN)/python scripts/bench_chain.py
 	$(BIN)/python scripts/bench_devnet.py --txs 900 --rates 25,75,150
 	$(BIN)/python scripts/bench_light.py
+	$(BIN)/python scripts/bench_poll.py
 
 contracts: setup ## recompile the Vyper sources into contracts/artifacts
 	$(BIN)/python -m contracts.build

@@ -24,9 +24,10 @@ left out with ``--skip micro,devnet,tally``.
    chain; ``service``: the demo's real issuance services over HTTP, about
    60 ms per credential), and every ballot is encrypted and its ``cast``
    transaction signed (nonce 0, zero fees, gas from an estimate plus 20 %).
-   One extra resident casts first, untimed (warm-up; its receipt gives the gas
-   per ballot). The casts are then offered at ``--rate`` ballots/s (default 0:
-   all at once), one ``eth_sendRawTransaction`` per request, round-robin over
+   One extra resident casts first, untimed (warm-up: it creates the
+   aggregate, so the estimate is taken after it). The casts are then offered
+   at ``--rate`` ballots/s (default 0: all at once), one
+   ``eth_sendRawTransaction`` per request, round-robin over
    the four validators' RPC, with ``bench_devnet.py``'s machinery: time to
    finality is the arrival of the ``newHeads`` notification of the ballot's
    block minus the moment it was sent. Finalized ballots/s = ballots /
@@ -38,7 +39,7 @@ left out with ``--skip micro,devnet,tally``.
    ``clients.polls.verifier.collect_record`` returns. Its generation (a
    4-trustee dealing, ballots, credentials signed directly as RSASSA-PSS
    SHA-384 with a 48-byte salt on ``prefix || message``, which is exactly a
-   finalized RFC 9474 signature; about 7 ms per ballot) is cached in
+   finalized RFC 9474 signature; about 6 ms per ballot) is cached in
    ``--workdir/poll-record.pkl`` and extended when more ballots are asked
    for. Timed: (a) the trustees' tally: decode the ballots,
    ``compute_aggregate``, three ``compute_partial_decryption`` (trustee 4
@@ -76,7 +77,7 @@ from importlib import metadata
 from typing import Any, cast
 
 import aiohttp
-from bench_chain import get_machine
+from bench_chain import get_machine, release_closed_databases
 from bench_devnet import (
     CLIENT_CONNECTIONS,
     OTHER_LOAD_WARNING,
@@ -86,6 +87,7 @@ from bench_devnet import (
     read_machine_busy,
     run_rate,
     running_devnet,
+    stop_devnet,
     wait_until_ready,
 )
 from coincurve import PrivateKey as CurveKey
@@ -142,7 +144,9 @@ from contracts.ballot import (
     validate_credential,
 )
 from contracts.ballot.blind import PREFIX_SIZE, SALT_SIZE
-from node.chain import Chain
+from node.chain import Chain, apply_transaction
+from node.config import load_genesis
+from node.db import LevelDB
 from node.governance import run_view
 from node.precompiles import (
     FUNCTIONS,
@@ -172,9 +176,13 @@ PAIRS = ((0, 1), (1, 2), (0, 2))
 """Resident i gets credentials from issuers PAIRS[i % 3] (as the demo)."""
 MIN_SELECTIONS = MAX_SELECTIONS = 1
 GAS_MARGIN = 1.2
-"""Gas of each cast: the warm-up ballot's estimate (the dearest: it sets the aggregate) x this."""
+"""Gas of each cast: ``eth_estimateGas`` of a cast made after the warm-up ballot, times this."""
 BLIND_SAMPLES = 5
 """Credentials made by the real blind-signature round trip in the micro part, for scale."""
+CAST_SAMPLES = 20
+"""Casts executed in process on the stopped devnet's chain, to time py-evm alone."""
+RECEIPT_SAMPLES = 5
+"""Timed casts whose receipts give the gas per ballot."""
 CACHE_NAME = "poll-record.pkl"
 CACHE_FORMAT = 1
 CHECKPOINT_BALLOTS = 1000
@@ -434,9 +442,10 @@ def measure_micro(setup: PollSetup, issuers: Sequence[RSA.RsaKey], count: int) -
     VERDICT_CACHE.clear()
     log(f"micro: verifyBallot through the precompile, {count} ballots uncached then cached ...")
     # the first call decodes the issuer keys (a node keeps them) and warms py-evm: not counted
-    uncached, cached = [], []
-    for passes, samples in ((calls, uncached), (calls, cached)):
-        for i, calldata in enumerate(passes):
+    uncached: list[float] = []
+    cached: list[float] = []
+    for samples in (uncached, cached):
+        for i, calldata in enumerate(calls):
             began = time.perf_counter()
             output = run_view(state, PRECOMPILE_ADDRESS, calldata)
             elapsed = time.perf_counter() - began
@@ -451,6 +460,7 @@ def measure_micro(setup: PollSetup, issuers: Sequence[RSA.RsaKey], count: int) -
     log("micro: the same checks without the EVM ...")
     VERDICT_CACHE.clear()
     outcome_s, proofs_s, credentials_s = [], [], []
+    public_keys = [issuer.public_key() for issuer in issuers]
     gas = 0
     for i, calldata in enumerate(calls):
         charged: list[int] = []
@@ -467,7 +477,7 @@ def measure_micro(setup: PollSetup, issuers: Sequence[RSA.RsaKey], count: int) -
         for credential in credentials[i]:
             prefix, signature = credential[1 : 1 + PREFIX_SIZE], credential[1 + PREFIX_SIZE :]
             validate_credential(
-                issuers[credential[0]].public_key(), setup.poll_id, addresses[i], prefix, signature
+                public_keys[credential[0]], setup.poll_id, addresses[i], prefix, signature
             )
         credentials_s.append(time.perf_counter() - began)
     VERDICT_CACHE.clear()
@@ -516,7 +526,8 @@ class DevnetFigures:
     refused: int
     not_finalized: int
     gas_per_ballot: int
-    """gasUsed of the warm-up ballot's receipt."""
+    """Median gasUsed of the last few timed casts (the warm-up, which creates the aggregate,
+    costs more)."""
     gas_declared: int
     """Gas limit of every timed cast transaction."""
     gas_limit: int
@@ -529,6 +540,11 @@ class DevnetFigures:
     machine_cpu: float | None
     setup_seconds: dict[str, float]
     """Untimed preparation: devnet start, poll and ceremony, issuance, encryption, signing."""
+    cast_ms_uncached: float | None = None
+    """Median time to execute one cast in py-evm in this process, on the observer's chain after
+    the devnet stopped (no contention), the verdict not cached; None with ``--keep``."""
+    cast_ms_cached: float | None = None
+    """The same casts again on a fresh state: the verdict comes from the cache."""
     details: dict[str, Any] = field(default_factory=dict)
     """bench_devnet's full Result of the timed part."""
 
@@ -544,7 +560,7 @@ def install_issuer_keys(directory: pathlib.Path, issuers: Sequence[RSA.RsaKey]) 
         save_issuer_key(directory / "polls" / "issuers" / f"{name.lower()}.pem", key)
 
 
-def issue_directly(walk: PollWalkthrough, count: int) -> list[Resident]:
+def issue_directly(walk: PollWalkthrough, count: int, *, report: bool = True) -> list[Resident]:
     """Residents with credentials signed in process; each issuer then reports its count."""
     keys = [key for key, _, _ in walk.issuers]
     residents, issued = [], Counter[int]()
@@ -556,7 +572,7 @@ def issue_directly(walk: PollWalkthrough, count: int) -> list[Resident]:
         issued.update(pair)
         selections = selections_of(PATTERN[i % len(PATTERN)])
         residents.append(Resident(f"resident-{i + 1:03d}", account, selections, credentials))
-    for index, account in enumerate(walk.accounts[:ISSUERS]):
+    for index, account in enumerate(walk.accounts[:ISSUERS] if report else ()):
         walk.chain.send(account, walk.chain.functions.reportIssued(walk.poll_id, issued[index]))
     return residents
 
@@ -595,17 +611,73 @@ def sign_cast(
     return raw, tx_hash, encrypted - began, time.perf_counter() - encrypted
 
 
-def warm_up(walk: PollWalkthrough, params: PollParameters, resident: Resident) -> tuple[int, int]:
-    """Cast one ballot untimed; return (gas for every cast, gas the ballot used)."""
+def estimate_cast_gas(walk: PollWalkthrough, params: PollParameters, resident: Resident) -> int:
+    """``eth_estimateGas`` of a cast by ``resident`` (of a ballot made for it and not cast)."""
     address = bytes.fromhex(resident.account.address[2:])
     ballot, _ = encrypt_ballot(params, address, resident.selections)
     call = walk.chain.functions.cast(walk.poll_id, ballot.encode(), list(resident.credentials))
-    gas = math.ceil(call.estimate_gas({"from": resident.account.address}) * GAS_MARGIN)
-    transaction = sign_cast_call(walk, resident, ballot, gas)
-    receipt = wait(walk.w3, submit(walk.w3, transaction.encode()))
+    return int(call.estimate_gas({"from": resident.account.address}))
+
+
+def warm_up(walk: PollWalkthrough, params: PollParameters, residents: Sequence[Resident]) -> int:
+    """Cast the first resident's ballot untimed (it creates the aggregate, the dearest cast);
+    return the gas for every other cast: the second resident's estimate plus the margin."""
+    first = residents[0]
+    ballot, _ = encrypt_ballot(params, bytes.fromhex(first.account.address[2:]), first.selections)
+    gas = math.ceil(estimate_cast_gas(walk, params, first) * GAS_MARGIN)
+    receipt = wait(walk.w3, submit(walk.w3, sign_cast_call(walk, first, ballot, gas).encode()))
     if receipt["status"] != 1:
         raise SystemExit("the warm-up ballot's cast failed on the devnet")
-    return gas, int(receipt["gasUsed"])
+    return math.ceil(estimate_cast_gas(walk, params, residents[1]) * GAS_MARGIN)
+
+
+def read_gas_used(walk: PollWalkthrough, tx_hashes: Sequence[str]) -> int:
+    """Median gasUsed of these casts; raise if one of them reverted."""
+    used = []
+    for tx_hash in tx_hashes:
+        receipt = walk.w3.eth.get_transaction_receipt(tx_hash)
+        if receipt["status"] != 1:
+            raise SystemExit(f"cast {tx_hash} reverted on the devnet")
+        used.append(int(receipt["gasUsed"]))
+    return int(statistics.median(used))
+
+
+def measure_cast_execution(
+    directory: pathlib.Path, manifest: dict[str, Any], walk: PollWalkthrough, gas: int
+) -> tuple[float, float]:
+    """Stop the devnet and execute fresh casts on the observer's chain, in this process.
+
+    Return the median milliseconds per cast with the verdict uncached, then cached.
+    """
+    params = walk.poll.params()
+    residents = issue_directly(walk, CAST_SAMPLES, report=False)
+    stop_devnet(directory)
+    observer = next(n for n in manifest["nodes"] if n["role"] == "observer")
+    config = json.loads(pathlib.Path(observer["config"]).read_text())
+    genesis = load_genesis(pathlib.Path(config["genesis"]))
+    db = LevelDB(pathlib.Path(config["data_dir"]) / "chain")
+    try:
+        chain = Chain(db, genesis)
+        transactions = [
+            chain.decode_transaction(bytes.fromhex(sign_cast(walk, params, r, gas)[0][2:]))
+            for r in residents
+        ]
+        head = chain.head
+        samples: list[list[float]] = [[], []]
+        VERDICT_CACHE.clear()
+        for timed in samples:  # uncached, then cached: each on a fresh state on the head
+            header = chain.get_next_header(
+                head, timestamp=head.timestamp + 1, gas_limit=head.gas_limit
+            )
+            vm = chain.get_vm(header)
+            for transaction in transactions:
+                began = time.perf_counter()
+                header, _ = apply_transaction(vm, header, transaction, genesis.admins)
+                timed.append(time.perf_counter() - began)
+    finally:
+        db.close()
+        release_closed_databases()
+    return median_ms(samples[0][1:]), median_ms(samples[1][1:])
 
 
 def compute_steady_rate(tracker: CommitTracker, hashes: set[str]) -> float | None:
@@ -645,6 +717,8 @@ def measure_devnet(
     began = time.monotonic()
     with running_devnet(keep) as (directory, manifest):
         setup["devnet start"] = time.monotonic() - began
+        if int(manifest["chainId"]) != CHAIN_ID:
+            raise SystemExit(f"the devnet's chain id is {manifest['chainId']}, not {CHAIN_ID}")
         install_issuer_keys(directory, issuers)
         began = time.monotonic()
         voters = count + 1 if issuance == "service" else 0  # the rolls are for the services
@@ -662,7 +736,7 @@ def measure_devnet(
         setup["credentials"] = time.monotonic() - began
         params = walk.poll.params()
         log("casting the warm-up ballot (untimed) ...")
-        gas, gas_used = warm_up(walk, params, residents[0])
+        gas = warm_up(walk, params, residents)
         log(f"encrypting {count} ballots and signing their casts (gas {gas:,} each) ...")
         prepared = [sign_cast(walk, params, resident, gas) for resident in residents[1:]]
         setup["encrypt ballots"] = sum(p[2] for p in prepared)
@@ -673,7 +747,12 @@ def measure_devnet(
         result, steady = asyncio.run(offer_casts(manifest, signed, offered))
         print(format_details(result), flush=True)
         counted = walk.poll.ballot_count - 1
-        manifest_gas_limit = walk.w3.eth.get_block("latest")["gasLimit"]
+        gas_used = read_gas_used(walk, [tx_hash for _, tx_hash in signed[-RECEIPT_SAMPLES:]])
+        gas_limit = int(walk.w3.eth.get_block("latest")["gasLimit"])
+        cast_ms: tuple[float | None, float | None] = (None, None)
+        if not keep:
+            log(f"executing {CAST_SAMPLES} more casts in process on the stopped devnet's chain ...")
+            cast_ms = measure_cast_execution(directory, manifest, walk, gas)
     details = asdict(result)
     details["offered_rate"] = None if rate == 0 else rate
     return DevnetFigures(
@@ -695,11 +774,13 @@ def measure_devnet(
         not_finalized=result.not_finalized,
         gas_per_ballot=gas_used,
         gas_declared=gas,
-        gas_limit=int(manifest_gas_limit),
+        gas_limit=gas_limit,
         devnet_cpu_ms_per_ballot=result.devnet_cpu_ms_per_tx,
         other_cpu=result.other_cpu,
         machine_cpu=result.machine_cpu,
         setup_seconds=setup,
+        cast_ms_uncached=cast_ms[0],
+        cast_ms_cached=cast_ms[1],
         details=details,
     )
 
@@ -1070,13 +1151,10 @@ def format_report(
             "node: verifyBallot via the precompile, uncached (median)",
             f"{micro.verify_uncached_ms:.2f} ms",
         )
+        row("  PollCrypto alone, no EVM (compute_outcome)", f"{micro.outcome_ms:.2f} ms")
         row(
-            "  checks alone: ballot proofs + 2 RSA-PSS credentials",
+            "    checks: ballot proofs + 2 RSA-PSS credentials",
             f"{micro.ballot_proofs_ms:.2f}+{micro.credentials_ms:.2f} ms",
-        )
-        row(
-            "  ABI and EVM call around them",
-            f"{micro.verify_uncached_ms - micro.ballot_proofs_ms - micro.credentials_ms:.2f} ms",
         )
         row("node: verifyBallot, cached verdict (median)", f"{micro.verify_cached_ms:.2f} ms")
         row(
@@ -1109,6 +1187,11 @@ def format_report(
             "devnet: finalized / counted by the registry / refused / lost",
             f"{devnet.finalized}/{devnet.counted}/{devnet.refused}/{devnet.not_finalized}",
         )
+        if devnet.cast_ms_uncached is not None and devnet.cast_ms_cached is not None:
+            row(
+                "node: execute one cast in py-evm, verdict uncached/cached",
+                f"{devnet.cast_ms_uncached:.1f}/{devnet.cast_ms_cached:.1f} ms",
+            )
         per_ballot = devnet.devnet_cpu_ms_per_ballot
         row(
             "devnet: CPU of all 5 node processes per ballot",
@@ -1116,11 +1199,14 @@ def format_report(
         )
         tasks = devnet.details.get("task_ms_per_tx", {})
         row(
-            "  chain-thread ms per ballot, all nodes: admit/build/check/import",
-            "/".join(f"{tasks.get(t, 0.0):.0f}" for t in ("add", "build", "check", "do_import")),
+            "  ms/ballot, all nodes: admit/build/check/import/refresh",
+            "/".join(
+                f"{tasks.get(t, 0.0):.0f}"
+                for t in ("add", "build", "check", "do_import", "on_new_head")
+            ),
         )
         row(
-            "devnet: gas per ballot (warm-up receipt) / declared per cast",
+            "devnet: gas per ballot (used, median of the last casts) / declared",
             f"{devnet.gas_per_ballot:,}/{devnet.gas_declared:,}",
         )
         row(
