@@ -22,6 +22,8 @@ usage: polder COMMAND ...
   polder validators list|propose-add|propose-remove|approve   vote validators in and out
   polder poll|trustee|vote ...             polls: key ceremony, ballots, tally
   polder issuer serve|add-voters|keygen    a municipality's credential issuance service
+  polder budget admin|wallet|merchant|scheduler ...   debt-relief budgets (vouchers)
+  polder verify books FUND --node URL ...  recompute a fund's books from chain data
   polder verify poll ID --node URL ...     recompute a poll from chain data
 """
 
@@ -34,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         from clients.polls_cli import main as polls  # noqa: PLC0415
 
         return polls(["verify-poll", *args[2:]] if args[0] == "verify" else args)
+    if args and (args[0] == "budget" or args[:2] == ["verify", "books"]):
+        from clients.budget_cli import main as budget  # noqa: PLC0415
+
+        return budget(args)
     if args and args[0] == "verify":
         from clients.verify_cli import main as verify  # noqa: PLC0415 - only this command needs it
 
