@@ -42,6 +42,7 @@ from clients.budget.chain import (
 )
 from clients.budget.scheduler import RoundResult, get_fund_mandates, run_forever, run_once
 from clients.cliargs import UsageError, choose_node_url, load_account, read_manifest
+from clients.cliargs import add_node_arguments as add_shared_arguments
 from clients.verify_cli import add_arguments as add_verify_arguments
 from clients.verify_cli import open_client, parse_providers
 from clients.web3tools import connect
@@ -54,12 +55,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def add_node_arguments(parser: argparse.ArgumentParser, signs: bool = True) -> None:
-    parser.add_argument("--node", help="a node's RPC URL")
-    parser.add_argument("--devnet", type=Path, help="a devnet folder (its nodes and keys)")
-    parser.add_argument("--book", help=f"VoucherBook address (default {DEFAULT_BOOK})")
-    if signs:
-        parser.add_argument("--key", type=Path, help="key file of the signing account")
-        parser.add_argument("--as", dest="member", help="with --devnet: sign as this municipality")
+    add_shared_arguments(parser, ("--book", BOOK_NAME, DEFAULT_BOOK), signs=signs)
 
 
 def book_address(args: argparse.Namespace, manifest: dict[str, Any]) -> str:

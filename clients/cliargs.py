@@ -8,6 +8,7 @@ A command names a node with ``--node URL`` or a local devnet with
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,23 @@ from eth_account import Account
 
 class UsageError(Exception):
     """The command line is wrong; the command exits 2 with this message."""
+
+
+def add_node_arguments(
+    parser: argparse.ArgumentParser, contract: tuple[str, str, str], *, signs: bool = True
+) -> None:
+    """Add --node, --devnet, the contract-address flag and (``signs``) --key and --as.
+
+    ``contract`` is (flag, contract name, default address), e.g.
+    ``("--registry", "PollRegistry", "0x…0300")``.
+    """
+    flag, name, default = contract
+    parser.add_argument("--node", help="a node's RPC URL")
+    parser.add_argument("--devnet", type=Path, help="a devnet folder (its nodes and keys)")
+    parser.add_argument(flag, help=f"{name} address (default {default})")
+    if signs:
+        parser.add_argument("--key", type=Path, help="key file of the signing account")
+        parser.add_argument("--as", dest="member", help="with --devnet: sign as this municipality")
 
 
 def read_manifest(directory: Path | None) -> dict[str, Any]:

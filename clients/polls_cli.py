@@ -18,6 +18,7 @@ from typing import Any
 from eth_account import Account
 
 from clients.cliargs import UsageError, choose_node_url, load_account, read_manifest
+from clients.cliargs import add_node_arguments as add_shared_arguments
 from clients.issuer.client import encode_credential, request_credential
 from clients.light.receipt import load_receipt, save_receipt, verify_receipt
 from clients.polls import organiser, trustee, voter
@@ -30,12 +31,7 @@ from consensus.errors import PolderError
 
 
 def add_node_arguments(parser: argparse.ArgumentParser, signs: bool = True) -> None:
-    parser.add_argument("--node", help="a node's RPC URL")
-    parser.add_argument("--devnet", type=Path, help="a devnet folder (its nodes and keys)")
-    parser.add_argument("--registry", help=f"PollRegistry address (default {DEFAULT_REGISTRY})")
-    if signs:
-        parser.add_argument("--key", type=Path, help="key file of the signing account")
-        parser.add_argument("--as", dest="member", help="with --devnet: sign as this node")
+    add_shared_arguments(parser, ("--registry", REGISTRY_NAME, DEFAULT_REGISTRY), signs=signs)
 
 
 def open_chain(args: argparse.Namespace) -> PollChain:
