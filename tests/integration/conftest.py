@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devnet_tools import is_process_gone
+from devnet_tools import find_free_base_port, is_process_gone
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -36,30 +35,11 @@ PYTHON = sys.executable
 START_TIMEOUT = 90.0
 STOP_TIMEOUT = 15.0
 RECEIPT_TIMEOUT = 30.0
-P2P_PORT_OFFSET = 1000
-"""``devnet start`` writes p2p endpoints at rpc port + 1000 into genesis."""
 
 Rpc = Callable[..., Any]
 
 
 # -- processes ------------------------------------------------------------------------------
-
-
-def find_free_port() -> int:
-    """Return a loopback port that is free, with port + 1000 free as well."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        if port + P2P_PORT_OFFSET >= 65536:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + P2P_PORT_OFFSET))
-            except OSError:
-                continue
-        return int(port)
-    raise RuntimeError("no free loopback port pair found")
 
 
 def kill_process_group(pid: int) -> None:
@@ -118,7 +98,9 @@ def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]
     """
     directory = tmp_path_factory.mktemp("devnet")
     try:
-        port = find_free_port()
+        # the validator and the observer, with their P2P ports, below the
+        # ephemeral range where outgoing connections could take them
+        port = find_free_base_port(2)
         started = subprocess.run(
             [
                 PYTHON,
