@@ -98,6 +98,16 @@ class BuiltBlock:
 
 
 @dataclass(frozen=True)
+class StagedBlock:
+    """A block this node executed but has not committed yet."""
+
+    overlay: BatchDB
+    """Its writes, waiting for the commit's atomic batch."""
+    following: tuple[bytes, ...]
+    """The validator set that seals the next block, read once from the post-state."""
+
+
+@dataclass(frozen=True)
 class TransactionLocation:
     """Where a transaction sits in the canonical chain."""
 
@@ -230,8 +240,8 @@ class Chain:
         self.genesis = genesis
         self._db = db
         self._chain_class = make_chain_class(genesis.chain_id)
-        self._staged: dict[bytes, BatchDB] = {}
-        """Overlays of blocks this node built, by block hash, until committed."""
+        self._staged: dict[bytes, StagedBlock] = {}
+        """Blocks this node built or checked, by block hash, until committed."""
         self._sets: ValidatorSets = [(0, tuple(v.address for v in genesis.validators))]
         """Each validator set with the height it seals from, ascending."""
         self._registry = genesis.contracts.get(REGISTRY_NAME)
@@ -282,7 +292,6 @@ class Chain:
         """Write everything staged in ``overlay`` to disk in one atomic batch."""
         with self._db.atomic_batch() as batch:
             overlay.commit_to(batch, apply_deletes=True)
-        self._sets = self._load_sets()
 
     # -- rules --------------------------------------------------------------
 
@@ -327,19 +336,27 @@ class Chain:
             return self.get_validators_at(number - 1)
         return read_validators_at(state, self._registry, number)
 
-    def _stage_next_validators(
-        self, overlay: BatchDB, header: BlockHeaderAPI, state: StateAPI
-    ) -> None:
-        """Check ``header``'s vanity against the next set; record a change in ``overlay``.
+    def _stage_validator_sets(
+        self, overlay: BatchDB, number: int, following: tuple[bytes, ...]
+    ) -> ValidatorSets:
+        """Return the sets after block ``number``; stage them in ``overlay`` if they change."""
+        if following == self.get_validators_at(number):
+            return self._sets
+        sets = [*self._sets, (number + 1, following)]
+        overlay[VALIDATOR_SETS_KEY] = rlp.encode([[start, list(m)] for start, m in sets])
+        return sets
 
-        [CHAIN-VANITY.1] The set that seals the next block is read from the
-        registry on the state after this block, and the vanity must commit to it.
+    def _validate_next_validators(
+        self, header: BlockHeaderAPI, state: StateAPI
+    ) -> tuple[bytes, ...]:
+        """Return the set that seals the next block; ``header``'s vanity must commit to it.
+
+        [CHAIN-VANITY.1] The set is read from the registry on the state after
+        this block.
         """
         following = self.compute_next_validators(state, header.block_number + 1)
         validate_next_validators(get_extra_data(PolderHeader.serialize(header)), following)
-        if following != self.get_validators_at(header.block_number):
-            sets = [*self._sets, (header.block_number + 1, following)]
-            overlay[VALIDATOR_SETS_KEY] = rlp.encode([[start, list(m)] for start, m in sets])
+        return following
 
     # -- reads ----------------------------------------------------------------
 
@@ -511,7 +528,7 @@ class Chain:
             vm.get_block(), header, included, receipts
         )
         mined = vm.mine_block(block).block
-        self._keep_staged(mined.hash, overlay)
+        self._keep_staged(mined.hash, StagedBlock(overlay, following))
         return BuiltBlock(block=mined, receipts=tuple(receipts), excluded=tuple(excluded))
 
     def seal_block(
@@ -561,11 +578,8 @@ class Chain:
         except (ValidationError, BlockNotFound, HeaderNotFound) as exc:
             raise InvalidBlock(f"proposal #{header.block_number} rejected: {exc}") from exc
         validate_receipts_succeeded(block, receipts)
-        validate_next_validators(
-            get_extra_data(PolderHeader.serialize(header)),
-            self.compute_next_validators(evm.get_vm(header).state, header.block_number + 1),
-        )
-        self._keep_staged(block.hash, overlay)
+        following = self._validate_next_validators(header, evm.get_vm(header).state)
+        self._keep_staged(block.hash, StagedBlock(overlay, following))
 
     def validate_body_rules(self, block: BlockAPI) -> None:
         """Polder's per-transaction block rules beyond the EVM's ([CHAIN-DEPLOY.1])."""
@@ -575,10 +589,10 @@ class Chain:
             except InvalidTransaction as exc:
                 raise InvalidBlock(f"block #{block.number}: {exc.message}") from exc
 
-    def _keep_staged(self, block_hash: bytes, overlay: BatchDB) -> None:
-        """Remember a staged block's overlay; keep only the few most recent."""
+    def _keep_staged(self, block_hash: bytes, staged: StagedBlock) -> None:
+        """Remember a staged block; keep only the few most recent."""
         self._staged.pop(block_hash, None)
-        self._staged[block_hash] = overlay
+        self._staged[block_hash] = staged
         while len(self._staged) > MAX_STAGED_BLOCKS:
             del self._staged[next(iter(self._staged))]
 
@@ -591,18 +605,21 @@ class Chain:
 
     def commit_built_block(self, block: BlockAPI) -> None:
         """Persist a sealed block this node built or checked (its state is staged)."""
-        overlay = self._staged.pop(block.hash, None)
-        if overlay is None:
+        staged = self._staged.pop(block.hash, None)
+        if staged is None:
             raise InvalidBlock(f"block #{block.number} was not built or checked here; import it")
         if block.header.parent_hash != self.head.hash:
             raise InvalidBlock(f"block #{block.number} no longer extends the head")
-        evm = self._wrap(self._chain_class(AtomicDB(overlay)))
+        evm = self._wrap(self._chain_class(AtomicDB(staged.overlay)))
         try:
             evm.persist_block(block, perform_validation=True)
         except ValidationError as exc:
             raise InvalidBlock(f"built block does not validate: {exc}") from exc
-        self._stage_next_validators(overlay, block.header, evm.get_vm(block.header).state)
-        self._commit(overlay)
+        # the vanity was set (built) or checked against ``following`` when staged,
+        # and sealing changes neither
+        sets = self._stage_validator_sets(staged.overlay, block.number, staged.following)
+        self._commit(staged.overlay)
+        self._sets = sets
         self._staged.clear()
 
     def import_block(self, block: BlockAPI) -> None:
@@ -624,8 +641,10 @@ class Chain:
         except (ValidationError, BlockNotFound, HeaderNotFound) as exc:
             raise InvalidBlock(f"block #{block.number} rejected: {exc}") from exc
         validate_receipts_succeeded(block, receipts)
-        self._stage_next_validators(overlay, block.header, evm.get_vm(block.header).state)
+        following = self._validate_next_validators(block.header, evm.get_vm(block.header).state)
+        sets = self._stage_validator_sets(overlay, block.number, following)
         self._commit(overlay)
+        self._sets = sets
         self._staged.clear()
 
     def decode_block(self, raw: bytes) -> BlockAPI:
