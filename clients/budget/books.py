@@ -14,11 +14,12 @@ naming the check.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 from clients.budget.chain import BOOK_FIELDS, BookEvent, BudgetChain
-from consensus.errors import InvalidProof, PolderError
+from clients.report import Report
+from consensus.errors import InvalidProof
 
 BOOK_EFFECTS = {
     "Issued": (("issued", 1), ("held", 1)),
@@ -44,27 +45,6 @@ class FundRecord:
     """In chain order."""
     nodes: tuple[str, ...] = ()
     """The nodes that served this very record."""
-
-
-@dataclass
-class Report:
-    """The verifier's checks, in order, and the verdict."""
-
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and all(ok for _, ok, _ in self.checks)
-
-    def check(self, name: str, run: Callable[[], str]) -> bool:
-        """Run one check; record its outcome (an error is a failed check, never a crash)."""
-        try:
-            detail = run()
-        except (PolderError, ValueError, KeyError, TypeError) as exc:
-            self.checks.append((name, False, getattr(exc, "message", None) or str(exc)))
-            return False
-        self.checks.append((name, True, detail))
-        return True
 
 
 def collect_events(chains: Sequence[tuple[str, BudgetChain]], fund: int, block: int) -> FundRecord:

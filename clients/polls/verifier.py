@@ -11,12 +11,13 @@ its verdict. It is pure: a tampered copy of a record fails, naming the check.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from clients.polls.chain import EVENTS, PollChain, decode_ciphertexts
-from consensus.errors import InvalidProof, PolderError
+from clients.report import Report as CheckReport
+from consensus.errors import InvalidProof
 from contracts.ballot import (
     ElectionKey,
     EncryptedBallot,
@@ -48,25 +49,10 @@ class PollRecord:
 
 
 @dataclass
-class Report:
-    """The verifier's checks, in order, and the verdict."""
+class Report(CheckReport):
+    """The poll verifier's checks, and the totals once they verified."""
 
-    checks: list[tuple[str, bool, str]] = field(default_factory=list)
     counts: tuple[int, ...] = ()
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.checks) and all(ok for _, ok, _ in self.checks)
-
-    def check(self, name: str, run: Callable[[], str]) -> bool:
-        """Run one check; record its outcome (an error is a failed check, never a crash)."""
-        try:
-            detail = run()
-        except (PolderError, ValueError, KeyError, IndexError, TypeError) as exc:
-            self.checks.append((name, False, getattr(exc, "message", None) or str(exc)))
-            return False
-        self.checks.append((name, True, detail))
-        return True
 
 
 def collect_record(chains: Sequence[tuple[str, PollChain]], poll_id: bytes) -> PollRecord:
