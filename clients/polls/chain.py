@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eth_utils import to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.logs import DISCARD
 
@@ -95,6 +96,8 @@ class PollChain:
         self.contract = w3.eth.contract(
             address=to_checksum_address(address), abi=load_artifact(REGISTRY_NAME).abi
         )
+        self._questions: dict[bytes, str] = {}
+        """Each poll's question (fixed at creation), so reading a poll scans the logs once."""
 
     @property
     def functions(self) -> Any:
@@ -114,12 +117,14 @@ class PollChain:
          key_final, closed, published, ballots) = state  # fmt: skip
         if int(creator, 16) == 0:
             raise LookupError(f"no poll 0x{poll_id.hex()} in this registry")
-        created = self.get_events("PollCreated", poll_id)
+        if poll_id not in self._questions:
+            created = self.get_events("PollCreated", poll_id)
+            self._questions[poll_id] = created[0]["question"] if created else ""
         key = bytes(self.functions.election_key(poll_id).call())
         return PollInfo(
             poll_id=poll_id,
             number=number,
-            question=created[0]["question"] if created else "",
+            question=self._questions[poll_id],
             options=tuple(self.functions.get_options(poll_id).call()),
             min_selections=min_sel,
             max_selections=max_sel,
@@ -142,23 +147,34 @@ class PollChain:
 
     def get_events(self, name: str, poll_id: bytes) -> list[dict[str, Any]]:
         """Return the poll's events of one kind, in chain order, with their location."""
-        event = getattr(self.contract.events, name)()
+        return self.get_poll_events(poll_id, (name,))[name]
+
+    def get_poll_events(
+        self, poll_id: bytes, names: Sequence[str] = EVENTS
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Return the poll's events of the kinds ``names``, each in chain order.
+
+        One pass over the chain: each ``eth_getLogs`` asks for every kind at
+        once (topic 0 is any of them, topic 1 the poll id).
+        """
+        events = {name: getattr(self.contract.events, name)() for name in names}
+        by_topic = {HexBytes(event.topic): (name, event) for name, event in events.items()}
+        found: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         head = self.w3.eth.block_number
-        found: list[dict[str, Any]] = []
         for start in range(0, head + 1, LOG_CHUNK):
             logs = self.w3.eth.get_logs(
                 {
                     "address": self.contract.address,
                     "fromBlock": start,
                     "toBlock": min(start + LOG_CHUNK - 1, head),
-                    "topics": [event.topic, "0x" + poll_id.hex()],
+                    "topics": [[e.topic for e in events.values()], "0x" + poll_id.hex()],
                 }
             )
             for log in logs:
-                decoded = event.process_log(log)
-                found.append(
+                name, event = by_topic[HexBytes(log["topics"][0])]
+                found[name].append(
                     {
-                        **decoded["args"],
+                        **event.process_log(log)["args"],
                         "_block": log["blockNumber"],
                         "_tx": bytes(log["transactionHash"]),
                         "_index": log["logIndex"],

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clients.polls.chain import EVENTS, PollChain, decode_ciphertexts
+from clients.polls.chain import PollChain, decode_ciphertexts
 from clients.report import Report as CheckReport
 from consensus.errors import InvalidProof
 from contracts.ballot import (
@@ -59,7 +59,7 @@ def collect_record(chains: Sequence[tuple[str, PollChain]], poll_id: bytes) -> P
     """Read the poll's events from every node; raise unless all nodes agree."""
     records = []
     for name, chain in chains:
-        events = {kind: chain.get_events(kind, poll_id) for kind in EVENTS}
+        events = chain.get_poll_events(poll_id)
         records.append((name, events))
     first_name, first = records[0]
     for name, events in records[1:]:
