@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devnet_tools import find_free_base_port, is_process_gone
+from devnet_tools import Devnet, find_free_base_port, is_process_gone
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3 import Web3
@@ -87,6 +87,19 @@ def stop_devnet_folder(directory: Path) -> None:
     manifest = read_manifest(directory)
     for entry in (manifest or {}).get("nodes", []):
         stop_process(int(entry.get("pid") or 0))
+
+
+@pytest.fixture(scope="module")
+def net(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Devnet]:
+    """A running 4-validator devnet (plus its observer), one per test module."""
+    name = request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+    devnet = Devnet.start(tmp_path_factory.mktemp(f"{name}-devnet"), 4)
+    try:
+        yield devnet
+    finally:
+        devnet.close()
 
 
 @pytest.fixture(scope="module")

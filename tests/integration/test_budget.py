@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +40,6 @@ PERIOD, SHORT_PERIOD = 202601, 202602
 WINDOW = 6
 """Seconds a redemption can be cancelled (a fund's window; days in real life)."""
 RENT_INTERVAL = 15
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    devnet = Devnet.start(tmp_path_factory.mktemp("budget-devnet"), 4)
-    try:
-        yield devnet
-    finally:
-        devnet.close()
 
 
 def budget(*args: str, ok: bool = True) -> subprocess.CompletedProcess[str]:

@@ -97,15 +97,6 @@ KINDS = {"PROPOSAL", "PREPARE", "COMMIT"}
 
 
 @pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    devnet = Devnet.start(tmp_path_factory.mktemp("bft-devnet"), VALIDATORS)
-    try:
-        yield devnet
-    finally:
-        devnet.close()
-
-
-@pytest.fixture(scope="module")
 def checker(net: Devnet) -> Iterator[ForkChecker]:
     fork_checker = ForkChecker(net)
     fork_checker.start()

@@ -11,7 +11,6 @@ change headers. Throughout, no two nodes return different hashes at a height.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -34,15 +33,6 @@ from tests.light_tools import RpcServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CHANGE_TIMEOUT = 90.0
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    devnet = Devnet.start(tmp_path_factory.mktemp("gov-devnet"), 4)
-    try:
-        yield devnet
-    finally:
-        devnet.close()
 
 
 def polder(*args: str) -> str:

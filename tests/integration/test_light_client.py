@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -45,15 +45,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[2]
 MAX_HEAD_AGE = 15.0
 """The devnet makes an empty block every 5 s: 15 s old means withheld."""
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    devnet = Devnet.start(tmp_path_factory.mktemp("light-devnet"), 4)
-    try:
-        yield devnet
-    finally:
-        devnet.close()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ ballot.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -43,15 +42,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RESIDENTS = 100
 WINDOW = 150
 """Seconds the poll stays open: credentials, 100 ballots and the attacks fit in it."""
-
-
-@pytest.fixture(scope="module")
-def net(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Devnet]:
-    devnet = Devnet.start(tmp_path_factory.mktemp("poll-devnet"), 4)
-    try:
-        yield devnet
-    finally:
-        devnet.close()
 
 
 def cast(
