@@ -20,13 +20,12 @@ from web3.exceptions import ContractLogicError, Web3Exception
 from web3.logs import DISCARD
 
 from clients.cliargs import UsageError, choose_node_url, load_account, read_manifest
-from clients.web3tools import connect
+from clients.web3tools import TransactionRefused, connect, send_call
 from contracts.loader import load_artifact
 from contracts.registry import REGISTRY_NAME
 
 DEFAULT_REGISTRY = "0x0000000000000000000000000000000000000200"
 """Where genesis places the registry (genesis.json ``contracts``)."""
-RECEIPT_TIMEOUT = 60
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,19 +96,9 @@ def show(w3: Web3, registry: Any) -> None:
 
 
 def send(w3: Web3, registry: Any, account: Any, call: Any) -> None:
-    transaction = call.build_transaction(
-        {
-            "from": account.address,
-            "nonce": w3.eth.get_transaction_count(account.address, "pending"),
-            "maxFeePerGas": 0,
-            "maxPriorityFeePerGas": 0,
-            "chainId": w3.eth.chain_id,
-        }
-    )
-    signed = account.sign_transaction(transaction)
-    tx_hash = w3.eth.send_raw_transaction(signed.raw_transaction)
-    receipt = w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT)
-    print(f"sent 0x{bytes(tx_hash).hex()} in block {receipt['blockNumber']}")
+    receipt = send_call(w3, account, call)
+    tx_hash = bytes(receipt["transactionHash"])
+    print(f"sent 0x{tx_hash.hex()} in block {receipt['blockNumber']}")
     for event in registry.events.Proposed().process_receipt(receipt, errors=DISCARD):
         print(f"proposal #{event['args']['id']} (expires after block {event['args']['expires']})")
     for event in registry.events.Approved().process_receipt(receipt, errors=DISCARD):
@@ -150,6 +139,9 @@ def main(argv: list[str]) -> int:
     except UsageError as exc:
         print(f"polder validators: {exc}", file=sys.stderr)
         return 2
+    except TransactionRefused as exc:
+        print(f"refused: {exc.message}", file=sys.stderr)
+        return 1
     except ContractLogicError as exc:
         print(f"refused: {exc.message or exc}", file=sys.stderr)
         return 1
