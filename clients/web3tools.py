@@ -7,6 +7,7 @@ and :func:`send_call` turns that into :class:`TransactionRefused`.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from hexbytes import HexBytes
@@ -17,6 +18,10 @@ from web3.middleware import ExtraDataToPOAMiddleware
 from consensus.errors import PolderError
 
 RECEIPT_TIMEOUT = 120
+LOG_CHUNK = 5_000
+"""Blocks per ``eth_getLogs`` request to start with (nodes bound the range of one request)."""
+LIMIT_EXCEEDED = -32005
+"""The node's error code for a request over a configured bound (too many logs, say)."""
 
 
 class TransactionRefused(PolderError):
@@ -79,3 +84,28 @@ def describe_refusal(exc: Exception) -> str:
     else:
         message = str(getattr(exc, "message", None) or exc)
     return message.removeprefix("execution reverted: ")
+
+
+def iterate_logs(w3: Web3, log_filter: dict[str, Any], head: int, start: int = 0) -> Iterator[Any]:
+    """Yield every log of ``log_filter`` from block ``start`` to ``head``, in chain order.
+
+    Asks ``LOG_CHUNK`` blocks at a time; a range the node refuses as
+    returning too many logs is halved and asked again, down to one block.
+    """
+    pending = [
+        (block, min(block + LOG_CHUNK - 1, head)) for block in range(start, head + 1, LOG_CHUNK)
+    ]
+    pending.reverse()
+    while pending:
+        first, last = pending.pop()
+        try:
+            query: Any = {**log_filter, "fromBlock": first, "toBlock": last}
+            logs = w3.eth.get_logs(query)
+        except Web3RPCError as exc:
+            code = exc.rpc_response.get("error", {}).get("code") if exc.rpc_response else None
+            if code != LIMIT_EXCEEDED or first == last:
+                raise
+            middle = (first + last) // 2
+            pending += [(middle + 1, last), (first, middle)]
+            continue
+        yield from logs

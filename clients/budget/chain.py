@@ -18,14 +18,12 @@ from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 from web3 import Web3
 
-from clients.web3tools import send_call
+from clients.web3tools import iterate_logs, send_call
 from contracts.loader import load_artifact
 
 BOOK_NAME = "VoucherBook"
 DEFAULT_BOOK = "0x0000000000000000000000000000000000000400"
 """Where every devnet genesis places the VoucherBook."""
-LOG_CHUNK = 5_000
-"""Blocks per ``eth_getLogs`` request (nodes bound the range of one request)."""
 MASK32 = 0xFFFFFFFF
 CATEGORIES = {"RENT": 1, "ENERGY": 2, "INSURANCE": 3, "LIVING": 4, "RESERVATION": 5}
 """[VOUCHER-CATEGORY.1] category values by name."""
@@ -218,18 +216,10 @@ class BudgetChain:
         """Every event (of ``fund``, if given) in chain order, up to ``to_block`` (head)."""
         head = self.w3.eth.block_number if to_block is None else to_block
         found: list[BookEvent] = []
-        for start in range(0, head + 1, LOG_CHUNK):
-            logs = self.w3.eth.get_logs(
-                {
-                    "address": self.address,
-                    "fromBlock": start,
-                    "toBlock": min(start + LOG_CHUNK - 1, head),
-                }
-            )
-            for log in logs:
-                event = decode_log(log["topics"], log["data"], log["blockNumber"], log["logIndex"])
-                if event is not None and (fund is None or is_event_of_fund(event, fund)):
-                    found.append(event)
+        for log in iterate_logs(self.w3, {"address": self.address}, head):
+            event = decode_log(log["topics"], log["data"], log["blockNumber"], log["logIndex"])
+            if event is not None and (fund is None or is_event_of_fund(event, fund)):
+                found.append(event)
         return sorted(found, key=lambda e: (e.block, e.index))
 
     def get_receipt_events(self, receipt: Any) -> list[BookEvent]:

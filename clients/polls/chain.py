@@ -16,7 +16,7 @@ from hexbytes import HexBytes
 from web3 import Web3
 from web3.logs import DISCARD
 
-from clients.web3tools import connect, send_call
+from clients.web3tools import connect, iterate_logs, send_call
 from contracts.ballot import Ciphertext, ElectionKey, PollParameters, decode_point
 from contracts.loader import load_artifact
 
@@ -24,8 +24,6 @@ REGISTRY_NAME = "PollRegistry"
 DEFAULT_REGISTRY = "0x0000000000000000000000000000000000000300"
 """Where the genesis template places the PollRegistry."""
 CIPHERTEXT_SIZE = 66
-LOG_CHUNK = 5_000
-"""Blocks per ``eth_getLogs`` request (nodes bound the range of one request)."""
 EVENTS = (
     "PollCreated",
     "TrusteeKeyRegistered",
@@ -161,25 +159,20 @@ class PollChain:
         by_topic = {HexBytes(event.topic): (name, event) for name, event in events.items()}
         found: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
         head = self.w3.eth.block_number
-        for start in range(0, head + 1, LOG_CHUNK):
-            logs = self.w3.eth.get_logs(
+        log_filter = {
+            "address": self.contract.address,
+            "topics": [[e.topic for e in events.values()], "0x" + poll_id.hex()],
+        }
+        for log in iterate_logs(self.w3, log_filter, head):
+            name, event = by_topic[HexBytes(log["topics"][0])]
+            found[name].append(
                 {
-                    "address": self.contract.address,
-                    "fromBlock": start,
-                    "toBlock": min(start + LOG_CHUNK - 1, head),
-                    "topics": [[e.topic for e in events.values()], "0x" + poll_id.hex()],
+                    **event.process_log(log)["args"],
+                    "_block": log["blockNumber"],
+                    "_tx": bytes(log["transactionHash"]),
+                    "_index": log["logIndex"],
                 }
             )
-            for log in logs:
-                name, event = by_topic[HexBytes(log["topics"][0])]
-                found[name].append(
-                    {
-                        **event.process_log(log)["args"],
-                        "_block": log["blockNumber"],
-                        "_tx": bytes(log["transactionHash"]),
-                        "_index": log["logIndex"],
-                    }
-                )
         return found
 
     def process_receipt(self, name: str, receipt: Any) -> list[dict[str, Any]]:
