@@ -23,6 +23,8 @@ usage: polder COMMAND ...
   polder poll|trustee|vote ...             polls: key ceremony, ballots, tally
   polder issuer serve|add-voters|keygen    a municipality's credential issuance service
   polder budget admin|wallet|merchant|scheduler ...   debt-relief budgets (vouchers)
+  polder budget office ...                 a municipality's off-chain store (people, IBANs)
+  polder demo poll|budget --devnet DIR     walkthroughs against a running devnet
   polder verify books FUND --node URL ...  recompute a fund's books from chain data
   polder verify poll ID --node URL ...     recompute a poll from chain data
 """
@@ -32,6 +34,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in NODE_COMMANDS:
         os.execv(sys.executable, [sys.executable, "-m", "node", *args])  # noqa: S606
+    if args[:2] in (["budget", "office"], ["demo", "budget"]):
+        from clients.office_cli import main as office  # noqa: PLC0415
+
+        return office(args)
     if args and (args[0] in POLL_COMMANDS or args[:2] == ["verify", "poll"]):
         from clients.polls_cli import main as polls  # noqa: PLC0415
 

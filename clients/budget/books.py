@@ -17,7 +17,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clients.budget.chain import BOOK_FIELDS, BookEvent, BudgetChain
+from clients.budget.chain import BOOK_FIELDS, BookEvent, BudgetChain, compute_books_slots
+from clients.light.client import LightClient
 from clients.report import Report
 from consensus.errors import InvalidProof
 
@@ -58,6 +59,18 @@ def collect_events(chains: Sequence[tuple[str, BudgetChain]], fund: int, block: 
                 " events; do not trust either until this is explained"
             )
     return FundRecord(fund, block, tuple(first), tuple(name for name, _ in records))
+
+
+def prove_books(
+    client: LightClient, book: str, fund: int, block: int
+) -> tuple[dict[str, int], str]:
+    """The contract's ``books(fund)`` at ``block``, by a storage proof; and where it came from."""
+    slots = compute_books_slots(fund)
+    proven = client.verify_account(bytes.fromhex(book.removeprefix("0x")), block, slots)
+    values = [proven.storage[slot] for slot in slots]
+    return dict(zip(BOOK_FIELDS, values, strict=True)), (
+        f"storage proof at #{block}, header agreed by {', '.join(proven.agreed)}"
+    )
 
 
 def compute_books(events: Sequence[BookEvent], fund: int) -> dict[str, int]:
