@@ -1,4 +1,6 @@
-"""Nothing personal on chain: the whole budget flow, then every byte of the chain searched.
+"""The municipality's side of budgets: no personal data on chain, a scheduler that survives kills.
+
+Privacy: the whole budget flow, then every byte of the chain searched.
 
 The test writes a household fixture (a name, a BSN, a postal address, five
 shops with names and IBANs), runs ``polder demo budget`` with it on a real
@@ -18,8 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import signal
 import sqlite3
-from collections.abc import Iterator
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +35,7 @@ from eth_account import Account
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
 
+from clients.budget.chain import BudgetChain, compute_token_id
 from clients.web3tools import connect, send_call
 from contracts.loader import load_artifact
 
@@ -51,6 +58,10 @@ HOUSEHOLD: dict[str, Any] = {
     "rent": 812_50,
     "purchases": [31_20, 47_85, 29_99, 55_10],
 }
+REPO = Path(__file__).resolve().parents[2]
+INSTALMENTS = 6
+INSTALMENT_INTERVAL = 2
+"""Seconds between a mandate's instalments in the scheduler test (a month in real life)."""
 NOTARY = "0x0000000000000000000000000000000000000100"
 """Where every devnet genesis places the Notary."""
 HASHES = ("keccak256", "sha256", "sha3_256", "sha512", "sha1", "md5", "blake2b", "blake2s")
@@ -182,3 +193,76 @@ def test_no_personal_data_reaches_the_chain(net: Devnet, tmp_path: Path) -> None
     send_call(w3, schiedam, notary.functions.record(leaked, keccak(b"control")))
     leaks = find_leaks(read_chain(url, before + 1), searched)
     assert any("sha256 of landlord IBAN" in leak for leak in leaks), leaks
+
+
+def test_the_scheduler_daemon_survives_kills_and_pays_each_instalment_once(
+    net: Devnet, tmp_path: Path
+) -> None:
+    """The scheduler in loop mode, SIGKILLed twice: every instalment paid once, none early."""
+    url = net.url(net.validator_names[0])
+    chain = BudgetChain(connect(url))
+    f = chain.functions
+    issuer = Account.from_key((net.directory / "keys" / "schiedam.key").read_text().strip())
+    if not f.issuers(issuer.address).call():
+        chain.send(issuer, f.registerIssuer())
+    receipt = chain.send(issuer, f.createFund(60))
+    fund = next(
+        e.fields["fund"] for e in chain.get_receipt_events(receipt) if e.name == "FundCreated"
+    )
+    holder, landlord = Account.create(), Account.create()
+    rent = compute_token_id(fund, 1, 202603)
+    chain.send(issuer, f.setMerchant(landlord.address, 1 << 1, True))
+    chain.send(issuer, f.setMerchantFund(landlord.address, fund, True))
+    chain.send(issuer, f.registerHolder(holder.address, fund))
+    chain.send(issuer, f.issue(holder.address, rent, 10 * 100_00, int(time.time()) + 600))
+    first = chain.get_time() + 2
+    receipt = chain.send(
+        issuer,
+        f.createMandate(
+            holder.address, landlord.address, rent, 100_00, first, INSTALMENT_INTERVAL, INSTALMENTS
+        ),
+    )
+    mandate = next(
+        e.fields["mandate"] for e in chain.get_receipt_events(receipt) if e.name == "MandateCreated"
+    )
+
+    command = [
+        str(Path(sys.executable).parent / "polder"), "budget", "scheduler", "--fund", str(fund),
+        "--interval", "0.5", "--devnet", str(net.directory), "--as", "Schiedam",
+    ]  # fmt: skip
+    log = (tmp_path / "scheduler.log").open("w")
+
+    def remaining() -> int:
+        return int(chain.get_mandate(mandate)["remaining"])
+
+    def wait_for(done: Callable[[], bool], what: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"timed out waiting until {what}"
+            time.sleep(0.2)
+
+    for left in (INSTALMENTS - 2, INSTALMENTS - 4):  # kill after two instalments, twice
+        daemon = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        try:
+            wait_for(lambda left=left: remaining() <= left, f"{left} instalments are left")  # type: ignore[misc]
+        finally:
+            daemon.send_signal(signal.SIGKILL)
+            daemon.wait(10)
+    daemon = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        wait_for(lambda: remaining() == 0, "every instalment is paid")
+        time.sleep(2 * INSTALMENT_INTERVAL)  # the daemon keeps running; nothing more is paid
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(10)
+    log.close()
+
+    paid = [
+        e for e in chain.get_events(fund) if e.name == "Paid" and e.fields["mandate"] == mandate
+    ]
+    assert len(paid) == INSTALMENTS, (tmp_path / "scheduler.log").read_text()
+    assert f.balanceOf(landlord.address, rent).call() == INSTALMENTS * 100_00
+    for k, event in enumerate(paid):
+        timestamp = chain.w3.eth.get_block(event.block)["timestamp"]
+        assert timestamp >= first + k * INSTALMENT_INTERVAL, f"instalment {k} was paid early"
+    assert "paid an instalment" in (tmp_path / "scheduler.log").read_text()
