@@ -11,6 +11,8 @@ contract's plain reason. Exit status: 0 done, 1 refused or not verified,
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import secrets
 import sys
 import time
@@ -24,16 +26,15 @@ from eth_utils import to_checksum_address
 from web3.exceptions import Web3Exception
 
 from clients.budget import authorization as till
-from clients.budget.books import collect_events, verify_books
+from clients.budget import qr
+from clients.budget.books import collect_events, prove_books, verify_books
 from clients.budget.chain import (
-    BOOK_FIELDS,
     BOOK_NAME,
     CATEGORY_NAMES,
     DEFAULT_BOOK,
     HOLDER_STATUS,
     REASONS,
     BudgetChain,
-    compute_books_slots,
     compute_category_mask,
     compute_token_id,
     decode_token_id,
@@ -41,6 +42,7 @@ from clients.budget.chain import (
     parse_category,
 )
 from clients.budget.scheduler import RoundResult, get_fund_mandates, run_forever, run_once
+from clients.budget.statement import build_statement, encode_statement, format_statement
 from clients.cliargs import UsageError, choose_node_url, load_account, read_manifest
 from clients.cliargs import add_node_arguments as add_shared_arguments
 from clients.verify_cli import add_arguments as add_verify_arguments
@@ -266,6 +268,14 @@ def wallet_pay(args: argparse.Namespace) -> int:
     return done(chain.send(account, call), f"paid {args.amount} to {shop}")
 
 
+def terminal_columns(stream: Any) -> int:
+    """The width of the terminal ``stream`` writes to (a large number if it is no terminal)."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        return sys.maxsize
+
+
 def wallet_authorize(args: argparse.Namespace) -> int:
     chain = open_chain(args)
     account = signer(args)
@@ -280,13 +290,52 @@ def wallet_authorize(args: argparse.Namespace) -> int:
         max_amount=args.max,
         expiry=int(time.time()) + args.valid,
     )
-    print(till.encode_authorization(auth))
+    text = till.encode_authorization(auth)
+    if args.png is not None:
+        try:
+            qr.save_png(text, args.png)
+        except OSError as exc:
+            raise UsageError(f"cannot write {args.png}: {exc}") from None
+    print(text)
+    if args.qr:
+        print(qr.render_terminal(text), end="", file=sys.stderr)
+        width, columns = qr.compute_width(text), terminal_columns(sys.stderr)
+        if columns < width:
+            print(
+                f"(the QR code is {width} columns wide and this terminal has {columns}:"
+                " widen it, or show the --png FILE)",
+                file=sys.stderr,
+            )
+    shown = "shown above" if args.qr else "pass --qr to show it here"
+    saved = f", saved to {args.png}" if args.png is not None else ""
     print(
         f"(up to {args.max} for {describe_token(decode_token_id(auth.token_id))},"
-        f" valid {args.valid} s; no QR library is installed: show this text as the QR code)",
+        f" valid {args.valid} s; the QR code of this text is {shown}{saved})",
         file=sys.stderr,
     )
     return 0
+
+
+def wallet_statement(args: argparse.Namespace) -> int:
+    """The holder's lines and balances, each proven through the light client."""
+    if (args.holder is None) == (args.key is None):
+        raise UsageError("name the holder: --holder ADDR or --key FILE (one of them)")
+    holder = address_of(args, args.holder) if args.holder else signer(args).address
+    providers = parse_providers(args)
+    try:
+        client = open_client(args)
+    except PolderError as exc:  # the trust root could not be fetched or does not hash right
+        verdict = {"verdict": "NOT VERIFIED", "holder": holder.lower(), "error": exc.message}
+        print(json.dumps(verdict, indent=2) if args.json else f"NOT VERIFIED  {exc.message}")
+        return 1
+    book = book_address(args, read_manifest(args.devnet))
+    chains = [(p.name or p.url, BudgetChain(connect(p.url), book)) for p in providers]
+    statement = build_statement(chains, client, book, holder)
+    if args.json:
+        print(json.dumps(encode_statement(statement), indent=2))
+    else:
+        print(format_statement(statement))
+    return 0 if statement.verified else 1
 
 
 # --- merchant: the shop ---------------------------------------------------------------
@@ -364,12 +413,7 @@ def read_contract_books(
         client = None
         why = str(exc)
     if client is not None:
-        slots = compute_books_slots(args.fund)
-        proven = client.verify_account(bytes.fromhex(book[2:]), block, slots)
-        values = [proven.storage[slot] for slot in slots]
-        return dict(zip(BOOK_FIELDS, values, strict=True)), (
-            f"storage proof at #{block}, header agreed by {', '.join(proven.agreed)}"
-        )
+        return prove_books(client, book, args.fund, block)
     answers = {url: BudgetChain(connect(url), book).get_books(args.fund, block) for url in urls}
     if len({tuple(a.values()) for a in answers.values()}) != 1:
         return None, "the nodes' eth_call answers differ"
@@ -473,7 +517,7 @@ def build_admin(sub: Any) -> None:
 
 
 def build_wallet(sub: Any) -> None:
-    wallet = sub.add_parser("wallet", help="the holder: balances, paying, authorising")
+    wallet = sub.add_parser("wallet", help="the holder: balances, paying, authorising, statements")
     commands = wallet.add_subparsers(dest="command", required=True)
     new = commands.add_parser("new", help="create a key file")
     new.add_argument("--out", type=Path, required=True)
@@ -486,6 +530,10 @@ def build_wallet(sub: Any) -> None:
     authorize.add_argument("shop")
     authorize.add_argument("--max", type=int, required=True, help="the most the shop may charge")
     authorize.add_argument("--valid", type=int, default=300, help="seconds (at most 900)")
+    authorize.add_argument(
+        "--qr", action="store_true", help="also draw the QR code (on stderr; stdout stays the text)"
+    )
+    authorize.add_argument("--png", type=Path, metavar="FILE", help="also save the QR code as PNG")
     for parser, handler in (
         (balances, wallet_balances),
         (pay, wallet_pay),
@@ -496,6 +544,14 @@ def build_wallet(sub: Any) -> None:
     for parser in (pay, authorize):
         add_budget_arguments(parser, fund=False)
     pay.add_argument("--amount", type=int, required=True)
+    statement = commands.add_parser(
+        "statement", help="a holder's lines and balances, proven through the light client"
+    )
+    statement.add_argument("--holder", help="an address, key file or devnet name")
+    statement.add_argument("--key", type=Path, help="the holder's key file (its address)")
+    statement.add_argument("--book", help=f"VoucherBook address (default {DEFAULT_BOOK})")
+    add_verify_arguments(statement)
+    statement.set_defaults(handler=wallet_statement, member=None)
 
 
 def build_merchant(sub: Any) -> None:

@@ -4,8 +4,8 @@ The holder's wallet signs ``Payment(merchant, id, maxAmount, nonce, expiry)``
 with a random nonce and a short expiry and shows it as a QR code; the shop
 decodes it, checks it locally (signed by the holder, not expired, amount
 within the cap) and submits ``payWithAuthorization``. The QR payload is a
-compact JSON string; no QR library is installed in this environment, so
-the string itself is what a QR generator (or a plastic card's printer) gets.
+compact JSON string; :mod:`clients.budget.qr` draws it in the terminal or
+saves it as a PNG (for a screen, or printed for a resident without a phone).
 """
 
 from __future__ import annotations

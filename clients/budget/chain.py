@@ -67,10 +67,12 @@ class BookEvent:
     """Block number."""
     index: int
     """Log index within the block."""
+    tx: str = ""
+    """Hash of the transaction that emitted it, lowercase 0x hex ("" where not known)."""
 
     def key(self) -> tuple[Any, ...]:
-        """What must be identical across nodes."""
-        return (self.block, self.index, self.name, sorted(self.fields.items()))
+        """What must be identical across nodes (the transaction hash is, too)."""
+        return (self.block, self.index, self.tx, self.name, sorted(self.fields.items()))
 
 
 @dataclass(frozen=True)
@@ -167,8 +169,13 @@ def _plain(kind: str, value: Any) -> Any:
     return value
 
 
-def decode_log(topics: Sequence[bytes], data: bytes, block: int, index: int) -> BookEvent | None:
-    """Decode one VoucherBook log; None for a topic the ABI does not know."""
+def decode_log(
+    topics: Sequence[bytes], data: bytes, block: int, index: int, tx: bytes | None = None
+) -> BookEvent | None:
+    """Decode one VoucherBook log; None for a topic the ABI does not know.
+
+    ``tx`` is the hash of the transaction that emitted it, where known.
+    """
     entry = EVENT_ABI.get(bytes(topics[0])) if topics else None
     if entry is None:
         return None
@@ -181,7 +188,7 @@ def decode_log(topics: Sequence[bytes], data: bytes, block: int, index: int) -> 
     values = decode([abi_type(i) for i in plain], bytes(data))
     for param, value in zip(plain, values, strict=True):
         fields[param["name"]] = _plain(param["type"], value)
-    return BookEvent(entry["name"], fields, block, index)
+    return BookEvent(entry["name"], fields, block, index, "" if tx is None else "0x" + tx.hex())
 
 
 def is_event_of_fund(event: BookEvent, fund: int) -> bool:
@@ -212,12 +219,30 @@ class BudgetChain:
         """Send a transaction to the VoucherBook; return its receipt."""
         return send_call(self.w3, account, call)
 
-    def get_events(self, fund: int | None = None, to_block: int | None = None) -> list[BookEvent]:
-        """Every event (of ``fund``, if given) in chain order, up to ``to_block`` (head)."""
+    def get_events(
+        self,
+        fund: int | None = None,
+        to_block: int | None = None,
+        topics: Sequence[bytes | None] = (),
+    ) -> list[BookEvent]:
+        """Every event (of ``fund``, if given) in chain order, up to ``to_block`` (head).
+
+        ``topics`` narrows the node's search as in ``eth_getLogs`` (per position
+        a topic, or None for any).
+        """
         head = self.w3.eth.block_number if to_block is None else to_block
+        log_filter: dict[str, Any] = {"address": self.address}
+        if topics:
+            log_filter["topics"] = [None if t is None else "0x" + t.hex() for t in topics]
         found: list[BookEvent] = []
-        for log in iterate_logs(self.w3, {"address": self.address}, head):
-            event = decode_log(log["topics"], log["data"], log["blockNumber"], log["logIndex"])
+        for log in iterate_logs(self.w3, log_filter, head):
+            event = decode_log(
+                log["topics"],
+                log["data"],
+                log["blockNumber"],
+                log["logIndex"],
+                bytes(log["transactionHash"]),
+            )
             if event is not None and (fund is None or is_event_of_fund(event, fund)):
                 found.append(event)
         return sorted(found, key=lambda e: (e.block, e.index))
@@ -227,7 +252,13 @@ class BudgetChain:
         events = []
         for log in receipt["logs"]:
             if to_checksum_address(log["address"]) == self.address:
-                event = decode_log(log["topics"], log["data"], log["blockNumber"], log["logIndex"])
+                event = decode_log(
+                    log["topics"],
+                    log["data"],
+                    log["blockNumber"],
+                    log["logIndex"],
+                    bytes(log["transactionHash"]),
+                )
                 if event is not None:
                     events.append(event)
         return events

@@ -27,6 +27,7 @@ from clients.budget.authorization import (
     InvalidAuthorization,
     compute_call_arguments,
     create_authorization,
+    decode_authorization,
     validate_authorization,
 )
 from clients.budget.chain import BudgetChain, compute_token_id
@@ -65,6 +66,11 @@ def send_all(chain: BudgetChain, account: Any, calls: list[Any]) -> list[Any]:
     receipts = [wait(chain.w3, h) for h in hashes]
     assert all(r["status"] == 1 for r in receipts)
     return receipts
+
+
+def euros(cents: int) -> str:
+    """An amount as ``polder budget wallet statement`` shows it."""
+    return f"€ {cents // 100:,}.{cents % 100:02d}"
 
 
 def refusal(chain: BudgetChain, account: Any, call: Any) -> str:
@@ -254,6 +260,48 @@ def test_a_household_month(net: Devnet, tmp_path: Path) -> None:
         "swept": 15_00,
         "clawed_back": 0,
     }
+    # The new phone's statement, every line proven through the light client from all nodes.
+    statement = budget(
+        "budget", "wallet", "statement", "--key", str(tmp_path / "new-phone.key"), *devnet,
+        "--store", str(tmp_path / "light.sqlite"),
+    ).stdout  # fmt: skip
+    old_key, shop = holder.address.lower(), grocery.address.lower()
+    moved = f"moved here from your old key {old_key} (recovery)"
+    for parts in (
+        (f"your budgets were moved to this key from {old_key} (the key was lost or stolen)",),
+        ("+ € 750.00", "€ 750.00", moved),
+        ("- € 750.00", "€ 0.00", f"mandate instalment to {landlord.address.lower()}",
+         f"(mandate {min(mandates)})"),
+        ("+ € 140.00", "€ 140.00", moved),
+        (euros(200_00 - bought + 15_00), moved),
+        ("- € 15.00", euros(200_00 - bought), f"paid to {shop} at the till"),
+        ("+ € 15.00", "€ 15.00", moved),
+        ("- € 15.00", "€ 0.00", "swept back to the fund (period expired)"),
+        (f"ENERGY (fund {fund}, period {PERIOD})",),
+        (f"LIVING (fund {fund}, period {SHORT_PERIOD})",),
+        ("✓ lines served alike by every node", "identical on 4 node(s)"),
+        ("✓ every line is in a proven transaction: 4 transaction(s)",),
+        (f"✓ registration proven by storage: active in fund {fund}",),
+        ("✓ balances proven by storage equal the lines",),
+    ):  # fmt: skip
+        assert any(all(p in line for p in parts) for line in statement.splitlines()), (
+            parts,
+            statement,
+        )
+    assert statement.endswith("\nVERIFIED\n"), statement
+    assert "✗" not in statement, statement
+
+    # The till's QR code: stdout stays the authorisation alone; the code goes to stderr and a PNG.
+    shown_qr = budget(
+        "budget", "wallet", "authorize", grocery.address, "--category", "LIVING",
+        "--period", str(PERIOD), "--max", "500", "--key", str(tmp_path / "new-phone.key"),
+        *devnet, "--qr", "--png", str(tmp_path / "till.png"),
+    )  # fmt: skip
+    assert decode_authorization(shown_qr.stdout.strip()).holder == phone.address.lower()
+    assert shown_qr.stdout.count("\n") == 1
+    assert "▀" in shown_qr.stderr
+    assert (tmp_path / "till.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
     verified = budget(
         "verify", "books", str(fund), *devnet, "--store", str(tmp_path / "light.sqlite")
     ).stdout
