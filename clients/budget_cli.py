@@ -23,7 +23,6 @@ from typing import Any
 from eth_account import Account
 from eth_hash.auto import keccak
 from eth_utils import to_checksum_address
-from web3.exceptions import Web3Exception
 
 from clients.budget import authorization as till
 from clients.budget import qr
@@ -43,7 +42,7 @@ from clients.budget.chain import (
 )
 from clients.budget.scheduler import RoundResult, get_fund_mandates, run_forever, run_once
 from clients.budget.statement import build_statement, encode_statement, format_statement
-from clients.cliargs import UsageError, choose_node_url, load_account, read_manifest
+from clients.cliargs import UsageError, choose_node_url, load_account, read_manifest, run_command
 from clients.cliargs import add_node_arguments as add_shared_arguments
 from clients.verify_cli import add_arguments as add_verify_arguments
 from clients.verify_cli import open_client, parse_providers
@@ -602,20 +601,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """``argv`` starts with ``budget`` or ``verify books`` (the words after ``polder``)."""
     args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except UsageError as exc:
-        print(f"polder {args.top}: {exc}", file=sys.stderr)
-        return 2
-    except PolderError as exc:
-        print(f"refused: {exc.message}", file=sys.stderr)
-        return 1
-    except Web3Exception as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:  # requests' ConnectionError is one
-        print(f"polder {args.top}: cannot reach the node: {exc}", file=sys.stderr)
-        return 1
+    return run_command(args.top, lambda: args.handler(args))
 
 
 if __name__ == "__main__":

@@ -10,10 +10,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from eth_account import Account
+from web3.exceptions import Web3Exception
+
+from consensus.errors import PolderError
 
 
 class UsageError(Exception):
@@ -69,3 +74,24 @@ def load_account(key: Path | None, manifest: dict[str, Any], member: str | None)
         return Account.from_key(path.read_text().strip())
     except (OSError, ValueError) as exc:
         raise UsageError(f"cannot read the key {path}: {exc}") from exc
+
+
+def run_command(top: str, handler: Callable[[], int]) -> int:
+    """Run a command's handler; turn the errors users meet into a message and an exit status.
+
+    0 done; 1 refused by the node or the contract, or not verified; 2 usage.
+    """
+    try:
+        return int(handler())
+    except UsageError as exc:
+        print(f"polder {top}: {exc}", file=sys.stderr)
+        return 2
+    except PolderError as exc:
+        print(f"refused: {exc.message}", file=sys.stderr)
+        return 1
+    except Web3Exception as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # requests' ConnectionError is one
+        print(f"polder {top}: cannot reach the node or a file: {exc}", file=sys.stderr)
+        return 1

@@ -15,8 +15,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from web3.exceptions import Web3Exception
-
 from clients.budget import office
 from clients.budget.chain import BOOK_NAME, CATEGORIES, DEFAULT_BOOK, REASONS, BudgetChain
 from clients.cliargs import (
@@ -25,9 +23,9 @@ from clients.cliargs import (
     choose_node_url,
     load_account,
     read_manifest,
+    run_command,
 )
 from clients.web3tools import connect
-from consensus.errors import PolderError
 
 
 def open_chain(args: argparse.Namespace) -> tuple[BudgetChain, Any]:
@@ -234,7 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     """``argv`` is ``budget office ...`` or ``demo budget ...``."""
     args = build_parser().parse_args(argv)
-    try:
+
+    def run() -> int:
         if args.handler is None:
             return run_demo(args)
         db = office.open_office(args.db)
@@ -242,18 +241,8 @@ def main(argv: list[str]) -> int:
             return int(args.handler(args, db))
         finally:
             db.close()
-    except UsageError as exc:
-        print(f"polder {args.top}: {exc}", file=sys.stderr)
-        return 2
-    except PolderError as exc:
-        print(f"refused: {exc.message}", file=sys.stderr)
-        return 1
-    except Web3Exception as exc:
-        print(f"refused: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"polder {args.top}: {exc}", file=sys.stderr)
-        return 1
+
+    return run_command(args.top, run)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,17 @@ def decode_log(
     return BookEvent(entry["name"], fields, block, index, "" if tx is None else "0x" + tx.hex())
 
 
+def decode_web3_log(log: Any) -> BookEvent | None:
+    """Decode a log as web3.py returns it (``eth_getLogs``, a receipt)."""
+    return decode_log(
+        log["topics"],
+        log["data"],
+        log["blockNumber"],
+        log["logIndex"],
+        bytes(log["transactionHash"]),
+    )
+
+
 def is_event_of_fund(event: BookEvent, fund: int) -> bool:
     """True if the event belongs to ``fund`` (by its ``fund`` field or its token id)."""
     if "fund" in event.fields:
@@ -236,13 +247,7 @@ class BudgetChain:
             log_filter["topics"] = [None if t is None else "0x" + t.hex() for t in topics]
         found: list[BookEvent] = []
         for log in iterate_logs(self.w3, log_filter, head):
-            event = decode_log(
-                log["topics"],
-                log["data"],
-                log["blockNumber"],
-                log["logIndex"],
-                bytes(log["transactionHash"]),
-            )
+            event = decode_web3_log(log)
             if event is not None and (fund is None or is_event_of_fund(event, fund)):
                 found.append(event)
         return sorted(found, key=lambda e: (e.block, e.index))
@@ -252,13 +257,7 @@ class BudgetChain:
         events = []
         for log in receipt["logs"]:
             if to_checksum_address(log["address"]) == self.address:
-                event = decode_log(
-                    log["topics"],
-                    log["data"],
-                    log["blockNumber"],
-                    log["logIndex"],
-                    bytes(log["transactionHash"]),
-                )
+                event = decode_web3_log(log)
                 if event is not None:
                     events.append(event)
         return events
