@@ -308,6 +308,10 @@ class Bft:
                 max_seconds=self.params.request_timeout * BUILD_SHARE_OF_TIMEOUT,
             )
             block = built.block
+            for tx_hash, reason in self.node.mempool.forget(
+                (excluded.tx_hash, excluded.reason) for excluded in built.excluded
+            ):
+                log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
             digest = self.chain.compute_seal_digest(block, action.round)
             return BlockBuilt(action.height, action.round, rlp.encode(block), block.hash, digest)
 

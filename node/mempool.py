@@ -2,9 +2,18 @@
 
 Spam and junk are stopped here, not by fees (gas is free on this chain):
 size, signature, chain id, gas limit, nonce and per-sender limits, and a
-dry run against the *pending* state (the head plus every transaction already
-admitted, in order). A transaction that would revert is refused with its
-revert reason and never reaches a block.
+dry run against the *pending* state (the head plus every transaction
+admitted since it, in order). A transaction that would revert is refused
+with its revert reason.
+
+A new head does not re-run the transactions still waiting: under load that
+re-execution, on every node after every block, cost more than building the
+block ([MEMPOOL-HEAD.1]). The waiting ones are only re-checked for nonces,
+and their effects leave the pending state; a sender with such a waiting
+transaction gets no dry run for the next one (as for a transaction a peer
+gossiped). The block builder still leaves out any transaction that reverts,
+and the proposer's pool then forgets it (:meth:`Mempool.forget`), so no
+reverting transaction ever reaches a block or stays in the pool for long.
 
 Like :mod:`node.chain`, everything here blocks and runs on the node's one
 executor thread.
@@ -13,7 +22,8 @@ executor thread.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
 from eth.abc import BlockHeaderAPI, SignedTransactionAPI, VirtualMachineAPI
 from eth_typing import Address
@@ -43,11 +53,10 @@ class Pending:
     sender: bytes
     raw: bytes
     checked: bool = True
-    """Dry-run against the pending state here. Transactions gossiped by a
-    peer (which dry-ran them at its own RPC) only get the stateless checks and
-    the nonce check: re-executing every transaction on every node was the
-    largest cost of a busy devnet. The block builder still leaves out any
-    transaction that turns out to revert."""
+    """In the pending state here: dry-run since the head. Transactions
+    gossiped by a peer (which dry-ran them at its own RPC) only get the
+    stateless checks and the nonce check, and a new head takes every waiting
+    transaction out of the pending state (see the module docstring)."""
 
 
 class Mempool:
@@ -161,8 +170,52 @@ class Mempool:
     # -- maintenance -----------------------------------------------------------
 
     def on_new_head(self, included: frozenset[bytes] = frozenset()) -> list[tuple[bytes, str]]:
-        """Forget what the new head ``included``; drop what it invalidated and return that."""
-        return self._rebuild([p for h, p in self._pool.items() if h not in included])
+        """Forget what the new head ``included``; drop what its nonces invalidated, return that.
+
+        The rest stays without being re-run ([MEMPOOL-HEAD.1]): only the
+        nonces are checked against the new head, and the pending state starts
+        again from the head alone.
+        """
+        return self._restart([p for h, p in self._pool.items() if h not in included])
+
+    def forget(self, excluded: Iterable[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
+        """Drop the (hash, reason) the builder left out: they revert or turned invalid.
+
+        A sender's later transactions go too: they cannot run without the
+        dropped nonce. Returns what was dropped, with why.
+        """
+        gone = {h: why for h, why in excluded if h in self._pool}
+        if not gone:
+            return []
+        cut: dict[bytes, int] = {}
+        for tx_hash in gone:
+            pending = self._pool[tx_hash]
+            nonce = pending.transaction.nonce
+            cut[pending.sender] = min(nonce, cut.get(pending.sender, nonce))
+        keep, dropped = [], []
+        for tx_hash, pending in self._pool.items():
+            first = cut.get(pending.sender)
+            if first is not None and pending.transaction.nonce >= first:
+                why = gone.get(tx_hash, "an earlier nonce of its sender was dropped")
+                dropped.append((tx_hash, why))
+            else:
+                keep.append(pending)
+        return dropped + self._restart(keep)
+
+    def _restart(self, entries: list[Pending]) -> list[tuple[bytes, str]]:
+        """A fresh pending state on the head; ``entries`` kept, out of it, if nonces allow."""
+        self._pool.clear()
+        self._by_sender.clear()
+        self._vm, self._header = self._open_pending_state()
+        dropped: list[tuple[bytes, str]] = []
+        for pending in entries:
+            try:
+                self.validate_nonce(pending.transaction, pending.sender)
+            except InvalidTransaction as exc:
+                dropped.append((pending.transaction.hash, exc.message))
+                continue
+            self._insert(replace(pending, checked=False) if pending.checked else pending)
+        return dropped
 
     def _replace(self, old_hash: bytes, new: Pending) -> None:
         """Same-nonce replacement: re-run the pending state with ``new`` in place."""
