@@ -46,6 +46,7 @@ bench: setup ## run the benchmarks and print their figures
 	$(BIN)/python scripts/bench_devnet.py --txs 900 --rates 25,75,150
 	$(BIN)/python scripts/bench_light.py
 	$(BIN)/python scripts/bench_poll.py
+	$(BIN)/python scripts/bench_budget.py --rates 10,25,50,100
 
 contracts: setup ## recompile the Vyper sources into contracts/artifacts
 	$(BIN)/python -m contracts.build

@@ -20,6 +20,8 @@ from consensus.errors import PolderError
 RECEIPT_TIMEOUT = 120
 LOG_CHUNK = 5_000
 """Blocks per ``eth_getLogs`` request to start with (nodes bound the range of one request)."""
+SPARSE_LOGS = 2_500
+"""An answer with fewer logs than this lets the next range grow (nodes refuse over 10,000)."""
 LIMIT_EXCEEDED = -32005
 """The node's error code for a request over a configured bound (too many logs, say)."""
 
@@ -89,15 +91,15 @@ def describe_refusal(exc: Exception) -> str:
 def iterate_logs(w3: Web3, log_filter: dict[str, Any], head: int, start: int = 0) -> Iterator[Any]:
     """Yield every log of ``log_filter`` from block ``start`` to ``head``, in chain order.
 
-    Asks ``LOG_CHUNK`` blocks at a time; a range the node refuses as
-    returning too many logs is halved and asked again, down to one block.
+    Asks ``LOG_CHUNK`` blocks at a time. A range the node refuses as
+    returning too many logs is halved and asked again (down to one block),
+    and later ranges keep the span that worked; the span doubles again, up
+    to ``LOG_CHUNK``, after an answer with few logs. So a dense stretch of
+    the chain costs a few refusals, not one per range.
     """
-    pending = [
-        (block, min(block + LOG_CHUNK - 1, head)) for block in range(start, head + 1, LOG_CHUNK)
-    ]
-    pending.reverse()
-    while pending:
-        first, last = pending.pop()
+    span, first = LOG_CHUNK, start
+    while first <= head:
+        last = min(first + span - 1, head)
         try:
             query: Any = {**log_filter, "fromBlock": first, "toBlock": last}
             logs = w3.eth.get_logs(query)
@@ -105,7 +107,9 @@ def iterate_logs(w3: Web3, log_filter: dict[str, Any], head: int, start: int = 0
             code = exc.rpc_response.get("error", {}).get("code") if exc.rpc_response else None
             if code != LIMIT_EXCEEDED or first == last:
                 raise
-            middle = (first + last) // 2
-            pending += [(middle + 1, last), (first, middle)]
+            span = max(1, (last - first + 1) // 2)
             continue
         yield from logs
+        first = last + 1
+        if len(logs) < SPARSE_LOGS:
+            span = min(2 * span, LOG_CHUNK)

@@ -35,10 +35,22 @@ class FakeWeb3:
 
 def test_every_log_once_in_order_when_ranges_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(web3tools, "LOG_CHUNK", 100)
+    monkeypatch.setattr(web3tools, "SPARSE_LOGS", 2)  # a quarter of the limit, as for real nodes
     eth = FakeEth(limit=7)
     logs = list(iterate_logs(FakeWeb3(eth), {"address": "0xbook"}, head=250))  # type: ignore[arg-type]
     assert [log["blockNumber"] for log in logs] == list(range(251))
     assert all(last - first + 1 <= 100 for first, last in eth.queries)
+    refused = [q for q in eth.queries if q[1] - q[0] + 1 > 7]
+    assert len(refused) <= 5, f"a dense chain should cost a few refusals, not {len(refused)}"
+
+
+def test_the_span_grows_back_after_sparse_answers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(web3tools, "LOG_CHUNK", 64)
+    monkeypatch.setattr(web3tools, "SPARSE_LOGS", 8)
+    eth = FakeEth(limit=20)
+    assert len(list(iterate_logs(FakeWeb3(eth), {"address": "0xbook"}, head=300))) == 301  # type: ignore[arg-type]
+    sizes = [last - first + 1 for first, last in eth.queries]
+    assert max(sizes[-3:]) > 8, "the span never grew back"
 
 
 def test_other_errors_and_a_refused_single_block_are_raised() -> None:
