@@ -204,18 +204,7 @@ class Mempool:
 
     def _restart(self, entries: list[Pending]) -> list[tuple[bytes, str]]:
         """A fresh pending state on the head; ``entries`` kept, out of it, if nonces allow."""
-        self._pool.clear()
-        self._by_sender.clear()
-        self._vm, self._header = self._open_pending_state()
-        dropped: list[tuple[bytes, str]] = []
-        for pending in entries:
-            try:
-                self.validate_nonce(pending.transaction, pending.sender)
-            except InvalidTransaction as exc:
-                dropped.append((pending.transaction.hash, exc.message))
-                continue
-            self._insert(replace(pending, checked=False) if pending.checked else pending)
-        return dropped
+        return self._rebuild([replace(p, checked=False) if p.checked else p for p in entries])
 
     def _replace(self, old_hash: bytes, new: Pending) -> None:
         """Same-nonce replacement: re-run the pending state with ``new`` in place."""

@@ -378,29 +378,8 @@ class BooksFigures:
 
 
 def start_devnet(directory: pathlib.Path, validators: int, base_port: int) -> dict[str, Any]:
-    """``python -m node devnet start`` and return its ``devnet.json``."""
-    command = [
-        sys.executable,
-        "-m",
-        "node",
-        "devnet",
-        "start",
-        "--validators",
-        str(validators),
-        "--dir",
-        str(directory),
-        "--base-port",
-        str(base_port),
-        "--template",
-        str(REPO / "genesis.json"),
-    ]
-    done = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=START_TIMEOUT, check=False
-    )
-    if done.returncode != 0:
-        raise SystemExit(f"devnet start failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    manifest: dict[str, Any] = json.loads((directory / "devnet.json").read_text())
-    return manifest
+    """``python -m node devnet start`` with ``validators``; return its ``devnet.json``."""
+    return bench_devnet.start_devnet(directory, base_port, validators)
 
 
 @contextlib.contextmanager

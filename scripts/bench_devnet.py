@@ -243,7 +243,9 @@ def find_base_port(nodes: int) -> int:
     raise SystemExit("found no free range of loopback ports for the devnet")
 
 
-def start_devnet(directory: pathlib.Path, base_port: int) -> dict[str, Any]:
+def start_devnet(
+    directory: pathlib.Path, base_port: int, validators: int = VALIDATORS
+) -> dict[str, Any]:
     """``python -m node devnet start`` and return its ``devnet.json``."""
     command = [
         sys.executable,
@@ -252,7 +254,7 @@ def start_devnet(directory: pathlib.Path, base_port: int) -> dict[str, Any]:
         "devnet",
         "start",
         "--validators",
-        str(VALIDATORS),
+        str(validators),
         "--dir",
         str(directory),
         "--base-port",
