@@ -85,12 +85,10 @@ import os
 import pathlib
 import pstats
 import resource
-import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -110,8 +108,9 @@ from bench_devnet import (
     Submission,
     call_rpc,
     compute_refusal_kind,
-    find_base_port,
     format_details,
+    on_sigterm,
+    parse_rates,
     percentile,
     read_machine_busy,
     read_process_cpu,
@@ -377,28 +376,11 @@ class BooksFigures:
 # -- the devnet ------------------------------------------------------------------
 
 
-def start_devnet(directory: pathlib.Path, validators: int, base_port: int) -> dict[str, Any]:
-    """``python -m node devnet start`` with ``validators``; return its ``devnet.json``."""
-    return bench_devnet.start_devnet(directory, base_port, validators)
-
-
 @contextlib.contextmanager
 def running_devnet(validators: int, keep: bool) -> Iterator[tuple[pathlib.Path, dict[str, Any]]]:
-    """A fresh devnet in a temp dir, stopped (and the dir removed) on the way out."""
-    directory = pathlib.Path(tempfile.mkdtemp(prefix="polder-bench-budget-"))
-    try:
-        log(f"starting a {validators}-validator devnet in {directory} ...")
-        yield directory, start_devnet(directory, validators, find_base_port(validators + 1))
-    finally:
-        if keep:
-            log(
-                f"devnet left running in {directory}; stop it with\n"
-                f"  .venv/bin/polder devnet stop --dir {directory}"
-            )
-        else:
-            log("stopping the devnet ...")
-            stop_devnet(directory)
-            shutil.rmtree(directory, ignore_errors=True)
+    """``bench_devnet.running_devnet`` with ``validators`` and this benchmark's folder prefix."""
+    with bench_devnet.running_devnet(keep, validators, "polder-bench-budget-") as devnet:
+        yield devnet
 
 
 def get_validator_urls(manifest: dict[str, Any]) -> list[str]:
@@ -1336,21 +1318,6 @@ def format_books_summary(b: BooksFigures) -> list[str]:
 
 
 # -- main ------------------------------------------------------------------------
-
-
-def parse_rates(text: str) -> list[float]:
-    try:
-        rates = [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"rates must be numbers, got {text!r}") from None
-    if not rates or min(rates) <= 0:
-        raise argparse.ArgumentTypeError("rates must be positive")
-    return rates
-
-
-def on_sigterm(signum: int, frame: Any) -> None:
-    del signum, frame
-    raise KeyboardInterrupt
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -307,12 +307,14 @@ def stop_devnet(directory: pathlib.Path) -> None:
 
 
 @contextlib.contextmanager
-def running_devnet(keep: bool) -> Iterator[tuple[pathlib.Path, dict[str, Any]]]:
+def running_devnet(
+    keep: bool, validators: int = VALIDATORS, prefix: str = "polder-bench-devnet-"
+) -> Iterator[tuple[pathlib.Path, dict[str, Any]]]:
     """A fresh devnet in a temp dir, stopped (and the dir removed) on the way out."""
-    directory = pathlib.Path(tempfile.mkdtemp(prefix="polder-bench-devnet-"))
+    directory = pathlib.Path(tempfile.mkdtemp(prefix=prefix))
     try:
-        print(f"starting a {VALIDATORS}-validator devnet in {directory} ...", file=sys.stderr)
-        yield directory, start_devnet(directory, find_base_port(VALIDATORS + 1))
+        print(f"starting a {validators}-validator devnet in {directory} ...", file=sys.stderr)
+        yield directory, start_devnet(directory, find_base_port(validators + 1), validators)
     finally:
         if keep:
             print(

@@ -84,6 +84,7 @@ from bench_devnet import (
     CommitTracker,
     Result,
     format_details,
+    on_sigterm,
     read_machine_busy,
     run_rate,
     running_devnet,
@@ -1280,11 +1281,6 @@ def parse_parts(text: str) -> set[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown parts {sorted(unknown)}: micro, devnet, tally")
     return parts
-
-
-def on_sigterm(signum: int, frame: Any) -> None:
-    del signum, frame
-    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
