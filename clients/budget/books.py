@@ -17,7 +17,13 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clients.budget.chain import BOOK_FIELDS, BookEvent, BudgetChain, compute_books_slots
+from clients.budget.chain import (
+    BOOK_FIELDS,
+    BookEvent,
+    BudgetChain,
+    compute_books_slots,
+    require_same_events,
+)
 from clients.light.client import LightClient
 from clients.report import Report
 from consensus.errors import InvalidProof
@@ -51,14 +57,8 @@ class FundRecord:
 def collect_events(chains: Sequence[tuple[str, BudgetChain]], fund: int, block: int) -> FundRecord:
     """Read the fund's events up to ``block`` from every node; raise unless all agree."""
     records = [(name, chain.get_events(fund, block)) for name, chain in chains]
-    first_name, first = records[0]
-    for name, events in records[1:]:
-        if [e.key() for e in events] != [e.key() for e in first]:
-            raise InvalidProof(
-                f"nodes disagree on fund {fund}'s events: {first_name} and {name} serve different"
-                " events; do not trust either until this is explained"
-            )
-    return FundRecord(fund, block, tuple(first), tuple(name for name, _ in records))
+    events = require_same_events(records, f"fund {fund}'s events")
+    return FundRecord(fund, block, events, tuple(name for name, _ in records))
 
 
 def prove_books(

@@ -19,6 +19,7 @@ from eth_utils import to_checksum_address
 from web3 import Web3
 
 from clients.web3tools import iterate_logs, send_call
+from consensus.errors import InvalidProof
 from contracts.loader import load_artifact
 
 BOOK_NAME = "VoucherBook"
@@ -200,6 +201,23 @@ def decode_web3_log(log: Any) -> BookEvent | None:
         log["logIndex"],
         bytes(log["transactionHash"]),
     )
+
+
+def require_same_events(
+    served: Sequence[tuple[str, Sequence[BookEvent]]], what: str
+) -> tuple[BookEvent, ...]:
+    """The events every node served alike; raise naming two nodes that differ.
+
+    ``what`` says whose events they are, for the message ("fund 3's events").
+    """
+    first_name, first = served[0]
+    for name, events in served[1:]:
+        if [e.key() for e in events] != [e.key() for e in first]:
+            raise InvalidProof(
+                f"nodes disagree on {what}: {first_name} and {name} serve different"
+                " events; do not trust either until this is explained"
+            )
+    return tuple(first)
 
 
 def is_event_of_fund(event: BookEvent, fund: int) -> bool:

@@ -42,6 +42,7 @@ from clients.budget.chain import (
     BudgetChain,
     decode_log,
     decode_token_id,
+    require_same_events,
 )
 from clients.light.client import LightClient
 from clients.report import Report
@@ -184,14 +185,8 @@ def compare_served(
     served: Sequence[tuple[str, Sequence[BookEvent]]], holder: str, block: int
 ) -> HolderRecord:
     """The record every node served alike; raise naming two nodes that differ."""
-    first_name, first = served[0]
-    for name, events in served[1:]:
-        if [e.key() for e in events] != [e.key() for e in first]:
-            raise InvalidProof(
-                f"nodes disagree on {holder}'s lines up to #{block}: {first_name} and {name}"
-                " serve different events; do not trust either until this is explained"
-            )
-    return HolderRecord(holder, block, tuple(first), tuple(name for name, _ in served))
+    events = require_same_events(served, f"{holder}'s lines up to #{block}")
+    return HolderRecord(holder, block, events, tuple(name for name, _ in served))
 
 
 def collect_holder_events(
