@@ -15,34 +15,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from clients import budget_cli
 from clients.budget import office
 from clients.budget.chain import BOOK_NAME, CATEGORIES, DEFAULT_BOOK, REASONS, BudgetChain
 from clients.cliargs import (
     UsageError,
     add_node_arguments,
-    choose_node_url,
-    load_account,
-    read_manifest,
     run_command,
 )
-from clients.web3tools import connect
 
 
 def open_chain(args: argparse.Namespace) -> tuple[BudgetChain, Any]:
     """The VoucherBook on the named node, and the issuer's signing account."""
-    manifest = read_manifest(args.devnet)
-    url = choose_node_url(args.node, manifest, args.member)
-    book = args.book or manifest.get("contracts", {}).get(BOOK_NAME, DEFAULT_BOOK)
-    return BudgetChain(connect(url), book), load_account(args.key, manifest, args.member)
-
-
-def address_of(value: str) -> str:
-    """An address given as 0x… or as a key file (a holder's new phone)."""
-    if value.startswith("0x") and len(value) == 42:
-        return value
-    if Path(value).is_file():
-        return str(load_account(Path(value), {}, None).address)
-    raise UsageError(f"{value!r} is neither an address nor a key file")
+    return budget_cli.open_chain(args), budget_cli.signer(args)
 
 
 def run_add_person(args: argparse.Namespace, db: Any) -> int:
@@ -54,7 +39,7 @@ def run_add_person(args: argparse.Namespace, db: Any) -> int:
 def run_add_shop(args: argparse.Namespace, db: Any) -> int:
     shop = office.add_shop(
         db,
-        address_of(args.shop),
+        budget_cli.address_of(args, args.shop),
         name=args.name,
         iban=args.iban,
         categories=args.categories.split(","),
@@ -70,7 +55,7 @@ def run_add_shop(args: argparse.Namespace, db: Any) -> int:
 
 def run_enrol(args: argparse.Namespace, db: Any) -> int:
     chain, account = open_chain(args)
-    holder = address_of(args.holder)
+    holder = budget_cli.address_of(args, args.holder)
     office.register_holder(db, chain, account, person=args.person, address=holder, fund=args.fund)
     print(f"person {args.person} holds fund {args.fund} as {holder} (registered on chain)")
     return 0
@@ -94,7 +79,7 @@ def run_charge(args: argparse.Namespace, db: Any) -> int:
     charge = office.add_charge(
         db,
         args.person,
-        shop=address_of(args.shop),
+        shop=budget_cli.address_of(args, args.shop),
         fund=args.fund,
         period=args.period,
         category=args.category,
@@ -119,7 +104,7 @@ def run_issue(args: argparse.Namespace, db: Any) -> int:
 
 def run_recover(args: argparse.Namespace, db: Any) -> int:
     chain, account = open_chain(args)
-    old, new = address_of(args.old), address_of(args.new)
+    old, new = budget_cli.address_of(args, args.old), budget_cli.address_of(args, args.new)
     office.find_person(db, old)  # refuse before touching the chain
     chain.send(account, chain.functions.recover(old, new, REASONS[args.reason]))
     office.record_recovery(db, old, new)
