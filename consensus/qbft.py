@@ -218,6 +218,19 @@ def compute_round_timeout(params: ConsensusParams, round_number: int) -> float:
     return min(doubled, params.max_round_timeout)
 
 
+def compute_height_start(params: ConsensusParams, parent_timestamp: int) -> tuple[float, float]:
+    """Return (earliest, latest) start of the height after a block timestamped ``parent_timestamp``.
+
+    [QBFT-PERIOD.1]: periods count from the parent's timestamp, as Besu's
+    block timer does, not from the moment a validator committed the parent.
+    A parent that took longer than the period to decide is followed at once,
+    and every validator aims at the same instant whenever its commit arrived.
+    """
+    earliest = parent_timestamp + params.block_period
+    latest = parent_timestamp + max(params.block_period, params.empty_block_period)
+    return earliest, latest
+
+
 def compute_weak_quorum(validator_count: int) -> int:
     """Return f + 1 with f = (n - 1) // 3: enough senders to include an honest one."""
     return (validator_count - 1) // 3 + 1

@@ -57,6 +57,7 @@ from consensus.qbft import (
     ScheduleTimeout,
     Start,
     TimeoutFired,
+    compute_height_start,
 )
 from node.evidence import EvidenceStore
 from node.wal import ConsensusWal, SigningGuard, WalRecord
@@ -391,21 +392,25 @@ class Bft:
     # -- heights ---------------------------------------------------------------
 
     def schedule_start(self, height: int) -> None:
-        """Start ``height`` after the block period (longer when there is nothing to do)."""
+        """Start ``height`` when the head's block period is over ([QBFT-PERIOD.1]).
+
+        With an empty pool it waits for the empty-block period instead, or
+        until a transaction or a peer's message for ``height`` arrives.
+        """
         if self.qbft is None:
             return
         self.start_now.clear()
-        busy = len(self.node.mempool) > 0
-        delay = self.params.block_period if busy else self.params.empty_block_period
-        self.tasks.append(asyncio.create_task(self.start_after(height, delay)))
+        earliest, latest = compute_height_start(self.params, self.chain.head.timestamp)
+        if len(self.node.mempool) > 0:
+            latest = earliest
+        self.tasks.append(asyncio.create_task(self.start_after(height, earliest, latest)))
         self.tasks = [t for t in self.tasks if not t.done()]
 
-    async def start_after(self, height: int, delay: float) -> None:
-        begin = time.time()
+    async def start_after(self, height: int, earliest: float, latest: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.start_now.wait(), delay)
-        # a transaction or a peer's message woke us early: still leave one block period
-        await asyncio.sleep(max(0.0, self.params.block_period - (time.time() - begin)))
+            await asyncio.wait_for(self.start_now.wait(), max(0.0, latest - time.time()))
+        # a transaction or a peer's message woke us early: the block period still holds
+        await asyncio.sleep(max(0.0, earliest - time.time()))
         machine = self.qbft
         if machine is not None and self.chain.head.block_number + 1 == height > (
             machine.height or 0
