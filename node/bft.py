@@ -327,6 +327,7 @@ class Bft:
                 if block.hash != action.block_hash:
                     raise InvalidBlock("the proposed block does not hash to the claimed hash")
                 if not self.chain.has_staged(block.hash):
+                    block = self.node.mempool.reuse_decoded(block)
                     self.chain.check_proposal(block, time.time())
                 digest = self.chain.compute_seal_digest(block, action.round)
             except PolderError as exc:
@@ -352,7 +353,7 @@ class Bft:
             if self.chain.has_staged(sealed.hash):
                 self.chain.commit_built_block(sealed)
             else:
-                self.chain.import_block(sealed)
+                self.chain.import_block(self.node.mempool.reuse_decoded(sealed))
             return sealed, self.chain.get_receipts(sealed.header)
 
         result = await self.node.run_urgent(persist)
@@ -456,7 +457,7 @@ class Bft:
         """A committed block gossiped by a peer: import it if it is our next one."""
         head = self.chain.head.block_number
         try:
-            number = self.chain.decode_block(payload).number
+            number = self.chain.decode_block_number(payload)
         except InvalidBlock:
             return
         if number == head + 1:
@@ -496,7 +497,7 @@ class Bft:
             block = self.chain.decode_block(raw)
             if block.number != self.chain.head.block_number + 1:
                 return None
-            self.chain.import_block(block)
+            self.chain.import_block(self.node.mempool.reuse_decoded(block))
             return block, self.chain.get_receipts(block.header)
 
         try:

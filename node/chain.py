@@ -655,6 +655,17 @@ class Chain:
             raise InvalidBlock(f"block does not decode: {exc}") from exc
         return block
 
+    def decode_block_number(self, raw: bytes) -> int:
+        """Decode only the number of an RLP block's header; raise :class:`InvalidBlock` for junk.
+
+        For routing a gossiped block without decoding its transactions.
+        """
+        try:
+            header: BlockHeaderAPI = PolderHeader.deserialize(rlp.decode_lazy(raw)[0])
+        except Exception as exc:  # rlp raises several types for junk bytes
+            raise InvalidBlock(f"block does not decode: {exc}") from exc
+        return header.block_number
+
 
 def make_chain_class(chain_id: int) -> type[PolderMiningChain]:
     """Return a py-evm chain class bound to ``chain_id``."""

@@ -25,7 +25,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from eth.abc import BlockHeaderAPI, SignedTransactionAPI, VirtualMachineAPI
+from eth.abc import BlockAPI, BlockHeaderAPI, SignedTransactionAPI, VirtualMachineAPI
 from eth_typing import Address
 from eth_utils import encode_hex
 
@@ -88,6 +88,23 @@ class Mempool:
     def select(self) -> list[SignedTransactionAPI]:
         """Return pending transactions in admission order (a valid execution order)."""
         return [p.transaction for p in self._pool.values()]
+
+    def reuse_decoded(self, block: BlockAPI) -> BlockAPI:
+        """``block`` with the pool's own objects for the transactions the pool holds.
+
+        A transaction's hash commits to its signature, so the pool's object
+        for that hash is the same transaction, with its sender recovered at
+        admission: executing the block then recovers only the others.
+        """
+        pooled = [self._pool.get(tx.hash) for tx in block.transactions]
+        if not any(pooled):
+            return block
+        transactions = tuple(
+            p.transaction if p is not None else tx
+            for p, tx in zip(pooled, block.transactions, strict=True)
+        )
+        reused: BlockAPI = block.copy(transactions=transactions)
+        return reused
 
     # -- admission ---------------------------------------------------------
 

@@ -21,6 +21,11 @@ with fsync on commit, as a node runs.
 
 from __future__ import annotations
 
+# isort: off
+import node  # noqa: F401  (before eth: it selects eth-hash's fast keccak backend)
+
+# isort: on
+
 import argparse
 import gc
 import json

@@ -13,6 +13,11 @@ Usage: python scripts/demo_chain.py --devnet .devnet
 
 from __future__ import annotations
 
+# isort: off
+import clients  # noqa: F401  (before eth: it selects eth-hash's fast keccak backend)
+
+# isort: on
+
 import argparse
 import json
 import sys

@@ -9,9 +9,10 @@ forgets it with its sender's later nonces.
 from __future__ import annotations
 
 import pytest
+import rlp
 from eth.db.atomic import AtomicDB
 
-from consensus.errors import InvalidTransaction
+from consensus.errors import InvalidBlock, InvalidTransaction
 from node.chain import Chain
 from node.mempool import Mempool
 from tests.unit.test_chain import (
@@ -90,3 +91,36 @@ def test_forgetting_a_nonce_drops_the_senders_later_ones(chain: Chain) -> None:
     ]
     assert pool.select() == [alice[0], bob]
     assert pool.forget([(b"\x00" * 32, "unknown")]) == []
+
+
+def test_a_received_block_reuses_the_pools_transactions_and_still_imports() -> None:
+    """A proposal or gossiped block takes the pool's objects (sender recovered) by hash."""
+    proposer, follower = Chain(AtomicDB(), make_genesis()), Chain(AtomicDB(), make_genesis())
+    pool = Mempool(follower)
+    pooled, unknown = record(ALICE, word(1), word(7)), record(BOB, word(2), word(8))
+    pool.add(pooled.encode(), dry_run=False)
+    _, sealed = build_and_commit(proposer, [pooled, unknown])
+    received = follower.decode_block(rlp.encode(sealed))
+    reused = pool.reuse_decoded(received)
+    assert reused.hash == sealed.hash
+    assert reused.transactions[0] is pool.get_pending_transaction(pooled.hash)
+    assert reused.transactions[1] is received.transactions[1]
+    follower.import_block(reused)
+    assert follower.head.hash == proposer.head.hash
+    assert follower.head.state_root == proposer.head.state_root
+
+
+def test_a_block_the_pool_knows_nothing_of_is_left_as_it_is(chain: Chain) -> None:
+    other = Chain(AtomicDB(), make_genesis())
+    _, sealed = build_and_commit(other, [record(ALICE, word(1), word(7))])
+    received = chain.decode_block(rlp.encode(sealed))
+    assert Mempool(chain).reuse_decoded(received) is received
+
+
+def test_a_gossiped_block_is_routed_by_its_header_alone(chain: Chain) -> None:
+    _, sealed = build_and_commit(chain, [record(ALICE, word(1), word(7))])
+    assert chain.decode_block_number(rlp.encode(sealed)) == 1
+    with pytest.raises(InvalidBlock, match="does not decode"):
+        chain.decode_block_number(b"\xc3junk")
+    with pytest.raises(InvalidBlock, match="does not decode"):
+        chain.decode_block_number(rlp.encode([b"not a header"]))

@@ -62,6 +62,7 @@ from consensus.qbft import (
     ScheduleTimeout,
     Start,
     TimeoutFired,
+    compute_height_start,
     compute_proposer,
     compute_round_timeout,
     compute_weak_quorum,
@@ -344,6 +345,15 @@ def test_round_timeouts_double_and_are_capped() -> None:
     assert [compute_round_timeout(PARAMS, r) for r in range(7)] == [2, 4, 8, 16, 30, 30, 30]
     assert compute_round_timeout(PARAMS, 10**9) == 30.0
     assert compute_round_timeout(ConsensusParams(request_timeout=1e300), 5000) == 30.0
+
+
+def test_the_next_height_starts_one_period_after_the_parents_timestamp() -> None:
+    """[QBFT-PERIOD.1] periods count from the parent's timestamp, not from a local commit."""
+    params = ConsensusParams(block_period=1.0, empty_block_period=5.0)
+    assert compute_height_start(params, 1_000) == (1_001.0, 1_005.0)
+    # an empty period shorter than the block period never starts a height early
+    short = ConsensusParams(block_period=2.0, empty_block_period=1.0)
+    assert compute_height_start(short, 1_000) == (1_002.0, 1_002.0)
 
 
 # --- message encodings ------------------------------------------------------------
