@@ -69,6 +69,38 @@ log = logging.getLogger("polder.bft")
 
 BUILD_SHARE_OF_TIMEOUT = 0.2
 """Share of the round-0 timeout a proposer may spend filling a block."""
+CHECK_SHARE_OF_TIMEOUT = 0.5
+"""Share of the round-0 timeout the others' checks of a proposal should take."""
+CHECK_COST_WEIGHT = 0.3
+"""Weight of the newest check in the running estimate of a check's cost per transaction."""
+MIN_CHECK_SAMPLE = 10
+"""Proposals with fewer transactions say too little about the cost per transaction."""
+MIN_BLOCK_TRANSACTIONS = 20
+"""A block may always hold this many, however slow the checks were."""
+
+
+def update_check_cost(estimate: float | None, seconds: float, transactions: int) -> float | None:
+    """Fold one checked proposal into the running seconds-per-transaction estimate."""
+    if transactions < MIN_CHECK_SAMPLE:
+        return estimate
+    latest = seconds / transactions
+    if estimate is None:
+        return latest
+    return CHECK_COST_WEIGHT * latest + (1 - CHECK_COST_WEIGHT) * estimate
+
+
+def compute_block_budget(check_cost: float | None, request_timeout: float) -> int | None:
+    """How many transactions a proposal may hold so the others' checks fit in the round.
+
+    ``check_cost`` is this node's own recent wall seconds per transaction
+    when checking others' proposals (CPU contention included); None when
+    it has no estimate yet, and then only the build time bounds a block.
+    """
+    if check_cost is None or check_cost <= 0:
+        return None
+    return max(MIN_BLOCK_TRANSACTIONS, int(request_timeout * CHECK_SHARE_OF_TIMEOUT / check_cost))
+
+
 SYNC_BATCH = 64
 """Blocks asked for in one sync request."""
 STATUS_INTERVAL = 2.0
@@ -145,6 +177,8 @@ class Bft:
         self.sync_task: asyncio.Task[None] | None = None
         self.rounds_started = 0
         self.round_changes = 0
+        self.check_cost: float | None = None
+        """Wall seconds per transaction of this node's recent proposal checks."""
         self.last_commit_time = time.time()
         self.finality_latency = 0.0
         """Seconds from starting the last height to committing it."""
@@ -299,8 +333,9 @@ class Bft:
 
     async def build(self, action: BuildBlock) -> None:
         def build() -> BlockBuilt:
+            budget = compute_block_budget(self.check_cost, self.params.request_timeout)
             built = self.chain.build_block(
-                self.node.mempool.select(),
+                self.node.mempool.select()[:budget],
                 timestamp=int(time.time()),
                 coinbase=self.node.address,
                 round_number=action.round,
@@ -328,7 +363,11 @@ class Bft:
                     raise InvalidBlock("the proposed block does not hash to the claimed hash")
                 if not self.chain.has_staged(block.hash):
                     block = self.node.mempool.reuse_decoded(block)
+                    began = time.perf_counter()
                     self.chain.check_proposal(block, time.time())
+                    self.check_cost = update_check_cost(
+                        self.check_cost, time.perf_counter() - began, len(block.transactions)
+                    )
                 digest = self.chain.compute_seal_digest(block, action.round)
             except PolderError as exc:
                 log.warning(
