@@ -218,16 +218,22 @@ def compute_round_timeout(params: ConsensusParams, round_number: int) -> float:
     return min(doubled, params.max_round_timeout)
 
 
-def compute_height_start(params: ConsensusParams, parent_timestamp: int) -> tuple[float, float]:
+def compute_height_start(
+    params: ConsensusParams, parent_timestamp: int, now: float
+) -> tuple[float, float]:
     """Return (earliest, latest) start of the height after a block timestamped ``parent_timestamp``.
 
     [QBFT-PERIOD.1]: periods count from the parent's timestamp, as Besu's
     block timer does, not from the moment a validator committed the parent.
     A parent that took longer than the period to decide is followed at once,
     and every validator aims at the same instant whenever its commit arrived.
+    ``now`` (the commit) bounds the wait: a clock running behind the
+    proposer's never holds a validator back more than a period after it.
     """
-    earliest = parent_timestamp + params.block_period
-    latest = parent_timestamp + max(params.block_period, params.empty_block_period)
+    period = params.block_period
+    empty = max(params.block_period, params.empty_block_period)
+    earliest = min(parent_timestamp + period, now + period)
+    latest = min(parent_timestamp + empty, now + empty)
     return earliest, latest
 
 

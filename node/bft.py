@@ -440,7 +440,7 @@ class Bft:
         if self.qbft is None:
             return
         self.start_now.clear()
-        earliest, latest = compute_height_start(self.params, self.chain.head.timestamp)
+        earliest, latest = compute_height_start(self.params, self.chain.head.timestamp, time.time())
         if len(self.node.mempool) > 0:
             latest = earliest
         self.tasks.append(asyncio.create_task(self.start_after(height, earliest, latest)))

@@ -350,10 +350,20 @@ def test_round_timeouts_double_and_are_capped() -> None:
 def test_the_next_height_starts_one_period_after_the_parents_timestamp() -> None:
     """[QBFT-PERIOD.1] periods count from the parent's timestamp, not from a local commit."""
     params = ConsensusParams(block_period=1.0, empty_block_period=5.0)
-    assert compute_height_start(params, 1_000) == (1_001.0, 1_005.0)
+    # committed 0.4 s after the parent's second began: start 0.6 s later
+    assert compute_height_start(params, 1_000, 1_000.4) == (1_001.0, 1_005.0)
+    # a parent that took 2.5 s to decide: the start time has passed, go at once
+    earliest, _ = compute_height_start(params, 1_000, 1_002.5)
+    assert earliest == 1_001.0 < 1_002.5
     # an empty period shorter than the block period never starts a height early
     short = ConsensusParams(block_period=2.0, empty_block_period=1.0)
-    assert compute_height_start(short, 1_000) == (1_002.0, 1_002.0)
+    assert compute_height_start(short, 1_000, 1_000.0) == (1_002.0, 1_002.0)
+
+
+def test_a_clock_behind_the_proposers_waits_at_most_one_period() -> None:
+    """[QBFT-PERIOD.1] a parent timestamped 3 s in this clock's future holds it back 1 s only."""
+    params = ConsensusParams(block_period=1.0, empty_block_period=5.0)
+    assert compute_height_start(params, 1_003, 1_000.0) == (1_001.0, 1_005.0)
 
 
 # --- message encodings ------------------------------------------------------------
