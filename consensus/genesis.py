@@ -170,3 +170,12 @@ def validate_genesis(genesis: Genesis) -> None:
         raise ConfigError("genesis chainId must be positive")
     if genesis.consensus.max_round_timeout < genesis.consensus.request_timeout:
         raise ConfigError("maxRoundTimeoutSeconds must be at least requestTimeoutSeconds")
+    for name, seconds in (
+        ("blockPeriodSeconds", genesis.consensus.block_period),
+        ("emptyBlockPeriodSeconds", genesis.consensus.empty_block_period),
+    ):
+        # block timestamps are whole seconds and heights start from them ([QBFT-PERIOD.1])
+        if seconds < 1 or seconds != int(seconds):
+            raise ConfigError(
+                f"{name} must be a whole number of seconds, at least 1 (not {seconds})"
+            )

@@ -332,7 +332,9 @@ class Bft:
         self.queue.put_nowait(TimeoutFired(height, round_number, time.time()))
 
     async def build(self, action: BuildBlock) -> None:
-        def build() -> BlockBuilt:
+        def build() -> BlockBuilt | None:
+            if self.chain.head.block_number + 1 != action.height:
+                return None  # a synced or gossiped block got there first
             budget = compute_block_budget(self.check_cost, self.params.request_timeout)
             built = self.chain.build_block(
                 self.node.mempool.select()[:budget],
@@ -353,7 +355,9 @@ class Bft:
 
         if self.chain.head.block_number + 1 != action.height:
             return
-        self.queue.put_nowait(await self.node.run_urgent(build))
+        built = await self.node.run_urgent(build)
+        if built is not None:
+            self.queue.put_nowait(built)
 
     async def check(self, action: CheckProposal) -> None:
         def check() -> ProposalChecked:
@@ -417,7 +421,7 @@ class Bft:
         dropped = await self.node.run_urgent(self.node.mempool.on_new_head, included)
         for tx_hash, reason in dropped:
             log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
-        self.schedule_start(block.number + 1)
+        self.schedule_start(block.number + 1, committed_at=now)
 
     async def report(self, action: ReportEquivocation) -> None:
         sender = recover_sender(action.first, self.chain_id)
@@ -431,16 +435,22 @@ class Bft:
 
     # -- heights ---------------------------------------------------------------
 
-    def schedule_start(self, height: int) -> None:
+    def schedule_start(self, height: int, committed_at: float | None = None) -> None:
         """Start ``height`` when the head's block period is over ([QBFT-PERIOD.1]).
 
         With an empty pool it waits for the empty-block period instead, or
-        until a transaction or a peer's message for ``height`` arrives.
+        until a transaction or a peer's message for ``height`` arrives. While
+        a block sync runs, nothing is scheduled: the synced blocks are old, so
+        every height would start at once; the sync schedules its end.
         """
-        if self.qbft is None:
+        if self.qbft is None or self.sync_lock.locked():
             return
         self.start_now.clear()
-        earliest, latest = compute_height_start(self.params, self.chain.head.timestamp, time.time())
+        earliest, latest = compute_height_start(
+            self.params,
+            self.chain.head.timestamp,
+            time.time() if committed_at is None else committed_at,
+        )
         if len(self.node.mempool) > 0:
             latest = earliest
         self.tasks.append(asyncio.create_task(self.start_after(height, earliest, latest)))
@@ -555,28 +565,31 @@ class Bft:
             self.sync_task = asyncio.create_task(self.sync_from(peer), name="sync")
 
     async def sync_from(self, peer: bytes) -> None:
-        """Fetch and import blocks from ``peer`` until we reach its head."""
+        """Fetch and import blocks from ``peer`` until we reach its head, then go on deciding."""
         if self.sync_lock.locked():
             return
         async with self.sync_lock:
-            while True:
-                first = self.chain.head.block_number + 1
-                try:
-                    reply = await self.node.p2p.request(
-                        peer, "blocks", rlp.encode([first, SYNC_BATCH])
-                    )
-                    blocks = rlp.decode(reply)
-                except (PolderError, rlp.exceptions.DecodingError) as exc:
-                    log.info("block sync from %s stopped: %s", encode_hex(peer), exc)
+            await self.sync_blocks(peer)
+        self.schedule_start(self.chain.head.block_number + 1)
+
+    async def sync_blocks(self, peer: bytes) -> None:
+        """The sync itself; the caller holds :attr:`sync_lock`."""
+        while True:
+            first = self.chain.head.block_number + 1
+            try:
+                reply = await self.node.p2p.request(peer, "blocks", rlp.encode([first, SYNC_BATCH]))
+                blocks = rlp.decode(reply)
+            except (PolderError, rlp.exceptions.DecodingError) as exc:
+                log.info("block sync from %s stopped: %s", encode_hex(peer), exc)
+                return
+            if not blocks:
+                return
+            log.info(
+                "syncing blocks %d-%d from %s", first, first + len(blocks) - 1, encode_hex(peer)
+            )
+            for raw in blocks:
+                if not isinstance(raw, bytes) or not await self.import_raw(raw):
                     return
-                if not blocks:
-                    return
-                log.info(
-                    "syncing blocks %d-%d from %s", first, first + len(blocks) - 1, encode_hex(peer)
-                )
-                for raw in blocks:
-                    if not isinstance(raw, bytes) or not await self.import_raw(raw):
-                        return
 
     async def announce_status(self) -> None:
         while True:

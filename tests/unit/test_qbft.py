@@ -26,8 +26,8 @@ from eth_hash.auto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consensus.errors import StorageError
-from consensus.genesis import ConsensusParams
+from consensus.errors import ConfigError, StorageError
+from consensus.genesis import ConsensusParams, decode_genesis
 from consensus.messages import (
     DOMAIN,
     MAX_MESSAGE_BYTES,
@@ -1114,3 +1114,32 @@ def test_random_order_without_loss_always_commits(seed: int) -> None:
     net = Net(seed=seed, target_height=3, early_timer_rate=0.02).start()
     assert net.run(net.committed(3), max_time=1000)
     assert all(len(net.hashes(h)) == 1 for h in (1, 2, 3))
+
+
+@pytest.mark.parametrize(
+    ("field", "seconds"),
+    [
+        ("blockPeriodSeconds", 0.5),
+        ("blockPeriodSeconds", 1.5),
+        ("blockPeriodSeconds", 0),
+        ("emptyBlockPeriodSeconds", 2.5),
+    ],
+)
+def test_block_periods_are_whole_seconds(field: str, seconds: float) -> None:
+    """[QBFT-PERIOD.1] timestamps are whole seconds, so a fractional period would be rounded."""
+    raw = {
+        "chainId": 5,
+        "timestamp": 1_767_225_600,
+        "gasLimit": 30_000_000,
+        "validators": [
+            {
+                "name": "a",
+                "address": "0x" + ADDRESSES[0].hex(),
+                "p2p": "ws://127.0.0.1:1",
+                "rpc": "http://127.0.0.1:2",
+            }
+        ],
+        "consensus": {field: seconds},
+    }
+    with pytest.raises(ConfigError, match=f"{field} must be a whole number of seconds"):
+        decode_genesis(raw)
