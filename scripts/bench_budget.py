@@ -98,7 +98,7 @@ from typing import Any
 
 import aiohttp
 import bench_devnet
-from bench_chain import get_machine, release_closed_databases
+from bench_chain import format_machine, get_machine, release_closed_databases
 from bench_devnet import (
     CLIENT_CONNECTIONS,
     DRAIN_TIMEOUT,
@@ -118,6 +118,12 @@ from bench_devnet import (
     sign_record_calls,
     stop_devnet,
     wait_until_ready,
+)
+from bench_devnet import (
+    format_cores as cores,
+)
+from bench_devnet import (
+    format_seconds as seconds,
 )
 from eth.vm.forks.prague.transactions import PragueTransactionBuilder
 from eth_abi.abi import decode, encode
@@ -1153,14 +1159,6 @@ def measure_books(
 # -- the report ------------------------------------------------------------------
 
 
-def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def cores(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def format_rate(r: RateFigures) -> str:
     lines = [
         f"payments at {r.offered_rate:g}/s offered: {r.submitted} submitted, {r.refused} refused,"
@@ -1242,8 +1240,7 @@ def format_report(
     books: BooksFigures | None,
 ) -> str:
     lines = [
-        f"machine: {machine['cpu']}, {machine['cores']} cores "
-        f"({machine['usable_cores']} usable), {machine['implementation']} {machine['python']}",
+        format_machine(machine),
         f"software: py-evm {machine['py-evm']}, coincurve {machine['coincurve']}, "
         f"plyvel {machine['plyvel']}, aiohttp {machine['aiohttp']}",
         f"other processes used {cores(background)} cores before the run",

@@ -265,10 +265,17 @@ def get_machine() -> dict[str, Any]:
     }
 
 
+def format_machine(machine: dict[str, Any]) -> str:
+    """The report's first line: the processor, its cores and the Python that ran."""
+    return (
+        f"machine: {machine['cpu']}, {machine['cores']} cores "
+        f"({machine['usable_cores']} usable), {machine['implementation']} {machine['python']}"
+    )
+
+
 def format_report(machine: dict[str, Any], results: Sequence[Result], gas_limit: int) -> str:
     lines = [
-        f"machine: {machine['cpu']}, {machine['cores']} cores "
-        f"({machine['usable_cores']} usable), {machine['implementation']} {machine['python']}",
+        format_machine(machine),
         f"software: py-evm {machine['py-evm']}, coincurve {machine['coincurve']}, "
         f"plyvel {machine['plyvel']}; LevelDB with fsync; 1 validator; "
         f"gas limit {gas_limit:,}",

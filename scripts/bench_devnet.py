@@ -53,7 +53,7 @@ from importlib import metadata
 from typing import Any
 
 import aiohttp
-from bench_chain import get_machine
+from bench_chain import format_machine, get_machine
 from eth.vm.forks.prague.transactions import PragueTransactionBuilder
 from eth_hash.auto import keccak
 from eth_keys.datatypes import PrivateKey
@@ -973,8 +973,7 @@ def format_details(r: Result) -> str:
 
 def format_table(machine: dict[str, Any], results: Sequence[Result]) -> str:
     lines = [
-        f"machine: {machine['cpu']}, {machine['cores']} cores "
-        f"({machine['usable_cores']} usable), {machine['implementation']} {machine['python']}",
+        format_machine(machine),
         f"software: py-evm {machine['py-evm']}, coincurve {machine['coincurve']}, "
         f"plyvel {machine['plyvel']}, aiohttp {machine['aiohttp']}; "
         f"{VALIDATORS} validators + 1 observer on one machine; Notary.record calls, "

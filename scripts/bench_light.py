@@ -57,7 +57,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import rlp
-from bench_chain import get_machine, release_closed_databases
+from bench_chain import format_machine, get_machine, release_closed_databases
 from coincurve import PrivateKey
 from eth.vm.forks.prague.transactions import PragueTransactionBuilder
 from eth_hash.auto import keccak
@@ -796,8 +796,7 @@ def format_report(
     repeats: int,
 ) -> str:
     lines = [
-        f"machine: {machine['cpu']}, {machine['cores']} cores"
-        f" ({machine['usable_cores']} usable), {machine['implementation']} {machine['python']}",
+        format_machine(machine),
         f"software: py-evm {machine['py-evm']}, coincurve {machine['coincurve']},"
         f" plyvel {machine['plyvel']}",
         f"setup: {VALIDATORS} validators, every block sealed by {SEALERS}; checkpoint block"

@@ -77,7 +77,7 @@ from importlib import metadata
 from typing import Any, cast
 
 import aiohttp
-from bench_chain import get_machine, release_closed_databases
+from bench_chain import format_machine, get_machine, release_closed_databases
 from bench_devnet import (
     CLIENT_CONNECTIONS,
     OTHER_LOAD_WARNING,
@@ -90,6 +90,12 @@ from bench_devnet import (
     running_devnet,
     stop_devnet,
     wait_until_ready,
+)
+from bench_devnet import (
+    format_cores as cores,
+)
+from bench_devnet import (
+    format_seconds as seconds,
 )
 from coincurve import PrivateKey as CurveKey
 from Crypto.Hash import SHA384
@@ -1117,14 +1123,6 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "MISS"
 
 
-def cores(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
-def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}"
-
-
 def format_report(
     machine: dict[str, Any],
     micro: MicroFigures | None,
@@ -1132,8 +1130,7 @@ def format_report(
     tally: TallyFigures | None,
 ) -> str:
     lines = [
-        f"machine: {machine['cpu']}, {machine['cores']} cores"
-        f" ({machine['usable_cores']} usable), {machine['implementation']} {machine['python']}",
+        format_machine(machine),
         f"software: py-evm {machine['py-evm']}, coincurve {machine['coincurve']},"
         f" pycryptodome {machine['pycryptodome']}, plyvel {machine['plyvel']}",
         f"poll: {len(OPTIONS)} options, choose {MIN_SELECTIONS}; {THRESHOLD} of {TRUSTEES}"
