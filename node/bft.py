@@ -353,8 +353,6 @@ class Bft:
             digest = self.chain.compute_seal_digest(block, action.round)
             return BlockBuilt(action.height, action.round, rlp.encode(block), block.hash, digest)
 
-        if self.chain.head.block_number + 1 != action.height:
-            return
         built = await self.node.run_urgent(build)
         if built is not None:
             self.queue.put_nowait(built)

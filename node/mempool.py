@@ -125,7 +125,7 @@ class Mempool:
             raise InvalidTransaction("already known", tx_hash=encode_hex(transaction.hash))
         nonces = self._by_sender.get(sender, {})
         # a dry run needs the sender's earlier transactions in the pending state
-        checked = dry_run and all(self._pool[h].checked for h in nonces.values())
+        checked = dry_run and self.is_sender_checked(sender)
         pending = Pending(transaction, sender, raw, checked)
         if transaction.nonce in nonces:
             self._replace(nonces[transaction.nonce], pending)
