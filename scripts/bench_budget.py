@@ -699,29 +699,6 @@ def check_spent(books: dict[str, int], setup: Setup, paid: int) -> str:
 # -- part 1: payments per second on the 4-validator devnet -----------------------------
 
 
-@contextlib.contextmanager
-def recording_submissions() -> Iterator[list[Submission]]:
-    """Keep what ``bench_devnet.run_rate`` offered: each payment's send time and answer."""
-    recorded: list[Submission] = []
-    original = bench_devnet.offer_load
-
-    async def offer_and_record(
-        session: aiohttp.ClientSession,
-        urls: Sequence[str],
-        signed: Sequence[tuple[str, str]],
-        rate: float,
-    ) -> list[Submission]:
-        entries = await original(session, urls, signed, rate)
-        recorded.extend(entries)
-        return entries
-
-    bench_devnet.offer_load = offer_and_record
-    try:
-        yield recorded
-    finally:
-        bench_devnet.offer_load = original
-
-
 def summarize_rate(
     result: Result, entries: Sequence[Submission], tracker: CommitTracker, statuses: dict[str, int]
 ) -> RateFigures:
@@ -779,10 +756,9 @@ async def offer_payments(
         try:
             for rate, batch in zip(rates, batches, strict=True):
                 log(f"offering {per_rate} payments at {rate:g}/s ...")
-                with recording_submissions() as entries:
-                    result = await run_rate(
-                        session, manifest, tracker, [(raw, h) for raw, h, _ in batch], rate
-                    )
+                result, entries = await run_rate(
+                    session, manifest, tracker, [(raw, h) for raw, h, _ in batch], rate
+                )
                 print(format_details(result), flush=True)
                 finalized = [e.tx_hash for e in entries if e.tx_hash in tracker.commit_at]
                 statuses = await get_statuses(session, url, finalized)

@@ -670,8 +670,12 @@ async def run_rate(
     tracker: CommitTracker,
     signed: Sequence[tuple[str, str]],
     rate: float,
-) -> Result:
-    """Offer ``signed`` at ``rate`` and measure what the devnet made of it."""
+) -> tuple[Result, list[Submission]]:
+    """Offer ``signed`` at ``rate`` and measure what the devnet made of it.
+
+    Also returns each transaction's submission (send time, answer), for
+    callers that look further than the summary (bench_budget's receipts).
+    """
     urls = [n["rpc"] for n in manifest["nodes"] if n["role"] == "validator"]
     log_sizes = get_log_sizes(manifest)
     before = await take_snapshot(session, manifest)
@@ -708,7 +712,7 @@ async def run_rate(
     task_seconds: Counter[str] = Counter()
     for node in nodes:
         task_seconds.update(node.task_seconds)
-    return replace(
+    measured = replace(
         result,
         machine_cpu=machine_cpu,
         other_cpu=other_cpu,
@@ -720,6 +724,7 @@ async def run_rate(
         task_ms_per_tx={k: v * 1000 / finalized for k, v in task_seconds.most_common()},
         log_events=count_log_events(log_sizes),
     )
+    return measured, entries
 
 
 def summarize(
@@ -841,7 +846,7 @@ async def run_benchmark(manifest: dict[str, Any], rates: Sequence[float], txs: i
         try:
             for rate, batch in zip(rates, signed, strict=True):
                 print(f"offering {txs} txs at {rate:g} tx/s ...", file=sys.stderr, flush=True)
-                result = await run_rate(session, manifest, tracker, batch, rate)
+                result, _ = await run_rate(session, manifest, tracker, batch, rate)
                 print(format_details(result), flush=True)
                 results.append(result)
                 await asyncio.sleep(2.0)  # let the pools empty before the next rate

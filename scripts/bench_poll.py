@@ -711,7 +711,7 @@ async def offer_casts(
         tracker = CommitTracker(session, manifest)
         await tracker.start()
         try:
-            result = await run_rate(session, manifest, tracker, signed, rate)
+            result, _ = await run_rate(session, manifest, tracker, signed, rate)
         finally:
             await tracker.stop()
     return result, compute_steady_rate(tracker, {tx_hash for _, tx_hash in signed})
