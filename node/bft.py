@@ -392,10 +392,8 @@ class Bft:
             block = self.chain.decode_block(action.block)
             sealed = self.chain.seal_block(block, action.seals, action.round)
             if self.chain.has_staged(sealed.hash):
-                self.chain.commit_built_block(sealed)
-            else:
-                self.chain.import_block(self.node.mempool.reuse_decoded(sealed))
-            return sealed, self.chain.get_receipts(sealed.header)
+                return sealed, self.chain.commit_built_block(sealed)
+            return sealed, self.chain.import_block(self.node.mempool.reuse_decoded(sealed))
 
         result = await self.node.run_urgent(persist)
         if result is not None:
@@ -544,8 +542,7 @@ class Bft:
             block = self.chain.decode_block(raw)
             if block.number != self.chain.head.block_number + 1:
                 return None
-            self.chain.import_block(self.node.mempool.reuse_decoded(block))
-            return block, self.chain.get_receipts(block.header)
+            return block, self.chain.import_block(self.node.mempool.reuse_decoded(block))
 
         try:
             result = await self.node.run_urgent(do_import)

@@ -105,6 +105,8 @@ class StagedBlock:
     """Its writes, waiting for the commit's atomic batch."""
     following: tuple[bytes, ...]
     """The validator set that seals the next block, read once from the post-state."""
+    receipts: tuple[ReceiptAPI, ...]
+    """Its receipts, as executed here."""
 
 
 @dataclass(frozen=True)
@@ -528,7 +530,7 @@ class Chain:
             vm.get_block(), header, included, receipts
         )
         mined = vm.mine_block(block).block
-        self._keep_staged(mined.hash, StagedBlock(overlay, following))
+        self._keep_staged(mined.hash, StagedBlock(overlay, following, tuple(receipts)))
         return BuiltBlock(block=mined, receipts=tuple(receipts), excluded=tuple(excluded))
 
     def seal_block(
@@ -579,7 +581,7 @@ class Chain:
             raise InvalidBlock(f"proposal #{header.block_number} rejected: {exc}") from exc
         validate_receipts_succeeded(block, receipts)
         following = self._validate_next_validators(header, evm.get_vm(header).state)
-        self._keep_staged(block.hash, StagedBlock(overlay, following))
+        self._keep_staged(block.hash, StagedBlock(overlay, following, tuple(receipts)))
 
     def validate_body_rules(self, block: BlockAPI) -> None:
         """Polder's per-transaction block rules beyond the EVM's ([CHAIN-DEPLOY.1])."""
@@ -603,8 +605,11 @@ class Chain:
         """Return this validator's committed seal over ``block``."""
         return sign_seal(compute_seal_digest(PolderHeader.serialize(block.header)), private_key)
 
-    def commit_built_block(self, block: BlockAPI) -> None:
-        """Persist a sealed block this node built or checked (its state is staged)."""
+    def commit_built_block(self, block: BlockAPI) -> tuple[ReceiptAPI, ...]:
+        """Persist a sealed block this node built or checked (its state is staged).
+
+        Returns its receipts.
+        """
         staged = self._staged.pop(block.hash, None)
         if staged is None:
             raise InvalidBlock(f"block #{block.number} was not built or checked here; import it")
@@ -621,9 +626,10 @@ class Chain:
         self._commit(staged.overlay)
         self._sets = sets
         self._staged.clear()
+        return staged.receipts
 
-    def import_block(self, block: BlockAPI) -> None:
-        """Validate, execute and persist a sealed block received from elsewhere.
+    def import_block(self, block: BlockAPI) -> tuple[ReceiptAPI, ...]:
+        """Validate, execute and persist a sealed block from elsewhere; return its receipts.
 
         Besides py-evm's checks (execution, roots, seals): no contract creation
         by a non-admin key, and no reverted transaction, since an honest
@@ -646,6 +652,7 @@ class Chain:
         self._commit(overlay)
         self._sets = sets
         self._staged.clear()
+        return tuple(receipts)
 
     def decode_block(self, raw: bytes) -> BlockAPI:
         """Decode an RLP block; raise :class:`InvalidBlock` for junk."""

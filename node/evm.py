@@ -23,11 +23,23 @@ Differences from Ethereum's Prague rules, and why:
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import rlp
-from eth.abc import BlockHeaderAPI, ConsensusAPI, ConsensusContextAPI
+from eth.abc import (
+    AtomicDatabaseAPI,
+    BlockAPI,
+    BlockHeaderAPI,
+    BlockPersistResult,
+    ConsensusAPI,
+    ConsensusContextAPI,
+    ReceiptAPI,
+    ReceiptDecoderAPI,
+    SignedTransactionAPI,
+    WithdrawalAPI,
+)
 from eth.chains.base import MiningChain
 from eth.consensus.context import ConsensusContext
 from eth.db.chain import ChainDB
@@ -50,6 +62,9 @@ from consensus.seal import (
     validate_validator_set,
 )
 from node.precompiles import PRECOMPILE_ADDRESS, run_poll_crypto
+
+REMEMBERED_RECEIPT_LISTS = 8
+"""Receipt lists a :class:`PolderChainDB` keeps: a few staged blocks' worth."""
 
 
 class PolderHeader(PragueBlockHeader):
@@ -87,7 +102,36 @@ def to_polder_header(header: BlockHeaderAPI) -> PolderHeader:
 
 
 class PolderChainDB(ChainDB):
-    """py-evm's chain database, decoding headers as :class:`PolderHeader`."""
+    """py-evm's chain database, decoding headers as :class:`PolderHeader`.
+
+    It also remembers the receipts of the last few blocks its VMs filled
+    ([CHAIN-RECEIPTS.1]): py-evm reads a block's receipts back from the
+    receipt trie right after computing them (Prague's deposit requests), and
+    the node reads them again to check and announce the block. A receipt root
+    commits to its receipts, so for a remembered root the trie could only
+    return these same ones; decoding them back cost more than the block's
+    state root.
+    """
+
+    def __init__(self, db: AtomicDatabaseAPI) -> None:
+        super().__init__(db)
+        self._receipts: OrderedDict[Hash32, tuple[ReceiptAPI, ...]] = OrderedDict()
+
+    def remember_receipts(self, receipt_root: Hash32, receipts: Sequence[ReceiptAPI]) -> None:
+        """Keep ``receipts`` (whose trie has root ``receipt_root``) for :meth:`get_receipts`."""
+        self._receipts.pop(receipt_root, None)
+        self._receipts[receipt_root] = tuple(receipts)
+        while len(self._receipts) > REMEMBERED_RECEIPT_LISTS:
+            self._receipts.popitem(last=False)
+
+    def get_receipts(
+        self, header: BlockHeaderAPI, receipt_decoder: type[ReceiptDecoderAPI]
+    ) -> tuple[ReceiptAPI, ...]:
+        remembered = self._receipts.get(header.receipt_root)
+        if remembered is not None:
+            return remembered
+        receipts: tuple[ReceiptAPI, ...] = super().get_receipts(header, receipt_decoder)
+        return receipts
 
     @staticmethod
     def _get_block_header_by_hash(db: Any, block_hash: Hash32) -> BlockHeaderAPI:
@@ -176,6 +220,22 @@ class PolderVM(PragueVM):
 
     create_header_from_parent = staticmethod(create_polder_header_from_parent)
 
+    def set_block_transactions_and_withdrawals(
+        self,
+        base_block: BlockAPI,
+        new_header: BlockHeaderAPI,
+        transactions: Sequence[SignedTransactionAPI],
+        receipts: Sequence[ReceiptAPI],
+        withdrawals: Sequence[WithdrawalAPI] | None = None,
+    ) -> BlockAPI:
+        """As py-evm's; the chain database also remembers ``receipts`` ([CHAIN-RECEIPTS.1])."""
+        block = super().set_block_transactions_and_withdrawals(
+            base_block, new_header, transactions, receipts, withdrawals or ()
+        )
+        if isinstance(self.chaindb, PolderChainDB):
+            self.chaindb.remember_receipts(block.header.receipt_root, receipts)
+        return block
+
     @classmethod
     def validate_gas(cls, header: BlockHeaderAPI, parent_header: BlockHeaderAPI) -> None:
         """Constant gas limit, gas used within it, base fee fixed at zero."""
@@ -195,3 +255,22 @@ class PolderMiningChain(MiningChain):
     vm_configuration = ((BlockNumber(0), PolderVM),)
     chaindb_class = PolderChainDB
     consensus_context_class = PolderConsensusContext
+
+    def persist_block(self, block: BlockAPI, perform_validation: bool = True) -> BlockPersistResult:
+        """As py-evm's, without reading ``block`` back from the database.
+
+        py-evm returns every block that became canonical, read and decoded
+        again from the database. Under BFT finality that is ``block`` alone,
+        which the caller holds already; only for anything else (it cannot
+        happen on an honest chain) are they read back as py-evm does.
+        """
+        if perform_validation:
+            self.validate_block(block)
+        new_hashes, old_hashes = self.chaindb.persist_block(block)
+        if tuple(new_hashes) == (block.hash,) and not old_hashes:
+            return BlockPersistResult(block, (block,), ())
+        return BlockPersistResult(
+            block,
+            tuple(self.get_block_by_hash(h) for h in new_hashes),
+            tuple(self.get_block_by_hash(h) for h in old_hashes),
+        )

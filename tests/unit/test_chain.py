@@ -38,7 +38,7 @@ from consensus.seal import (
 from contracts.loader import load_artifact
 from node.chain import BuiltBlock, Chain, compute_genesis_hash
 from node.db import LevelDB
-from node.evm import PolderHeader
+from node.evm import PolderChainDB, PolderHeader, PolderVM
 
 CHAIN_ID = 5262404
 GENESIS_TIMESTAMP = 1767225600
@@ -502,6 +502,47 @@ def test_failed_import_keeps_the_block_being_built(chain: Chain, other_node: Cha
     chain.commit_built_block(sealed)
     assert chain.head.hash == sealed.hash
     assert chain.get_state(chain.head).get_storage(NOTARY, COUNT_SLOT) == 1
+
+
+def read_receipts_from_disk(chain: Chain, number: int) -> tuple[Any, ...]:
+    """The receipts of block ``number`` decoded from its receipt trie, by a fresh database view."""
+    header = chain.get_header_by_number(number)
+    fresh = PolderChainDB(chain._db)
+    return fresh.get_receipts(header, PolderVM.get_receipt_builder())
+
+
+def test_every_path_returns_the_receipts_that_are_on_disk(genesis: Genesis) -> None:
+    """[CHAIN-RECEIPTS.1]: build, check and import hand back the receipts, not a second read."""
+    builder, checker, importer = (Chain(AtomicDB(), genesis) for _ in range(3))
+    transactions = [record(fresh_key(f"rc{i}"), word(i), word(i + 1)) for i in range(3)]
+    built = build(builder, transactions)
+    checker.check_proposal(send(built.block, checker), now=built.block.header.timestamp)
+    sealed = seal(builder, built.block, VALIDATOR_KEYS[:1])
+    returned = {
+        "builder": builder.commit_built_block(sealed),
+        "checker": checker.commit_built_block(send(sealed, checker)),
+        "importer": importer.import_block(send(sealed, importer)),
+    }
+    on_disk = read_receipts_from_disk(builder, 1)
+    assert [r.logs[0].data for r in on_disk] == [word(i + 1) for i in range(3)]
+    for name, receipts in returned.items():
+        assert receipts == on_disk, name
+    for chain in (checker, importer):
+        assert read_receipts_from_disk(chain, 1) == on_disk
+        assert chain.get_block(chain.head).transactions == sealed.transactions
+
+
+def test_remembered_receipts_answer_only_their_own_root(genesis: Genesis) -> None:
+    chain = Chain(AtomicDB(), genesis)
+    build_and_commit(chain, [record(fresh_key("rr1"), word(1), word(1))])
+    build_and_commit(chain, [record(fresh_key("rr2"), word(2), word(2))])
+    first, second = (read_receipts_from_disk(chain, n) for n in (1, 2))
+    assert first != second
+    db = PolderChainDB(chain._db)
+    db.remember_receipts(chain.get_header_by_number(1).receipt_root, first)
+    builder = PolderVM.get_receipt_builder()
+    assert db.get_receipts(chain.get_header_by_number(1), builder) == first
+    assert db.get_receipts(chain.get_header_by_number(2), builder) == second  # from the trie
 
 
 # --- persistence and proofs ----------------------------------------------------------
