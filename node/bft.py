@@ -413,8 +413,7 @@ class Bft:
         await self.broadcast("block", rlp.encode(block))
         await self.node.announce(block, receipts)
         await self.node.run_urgent(self.wal.truncate_before, block.number)
-        included = frozenset(tx.hash for tx in block.transactions)
-        dropped = await self.node.run_urgent(self.node.mempool.on_new_head, included)
+        dropped = await self.node.run_urgent(self.node.mempool.on_new_head, block)
         for tx_hash, reason in dropped:
             log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
         self.schedule_start(block.number + 1, committed_at=now)

@@ -15,6 +15,11 @@ gossiped). The block builder still leaves out any transaction that reverts,
 and the proposer's pool then forgets it (:meth:`Mempool.forget`), so no
 reverting transaction ever reaches a block or stays in the pool for long.
 
+The nonces senders have in the head's state are kept from one head to the
+next ([MEMPOOL-NONCES.1]): reading one from the state trie cost more than
+admitting a gossiped transaction otherwise, and every new head re-checked
+every waiting sender's.
+
 Like :mod:`node.chain`, everything here blocks and runs on the node's one
 executor thread.
 """
@@ -26,6 +31,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from eth.abc import BlockAPI, BlockHeaderAPI, SignedTransactionAPI, VirtualMachineAPI
+from eth.constants import EMPTY_SHA3
+from eth.vm.forks.prague.constants import SET_CODE_TRANSACTION_TYPE
 from eth_typing import Address
 from eth_utils import encode_hex
 
@@ -43,6 +50,10 @@ class MempoolLimits:
     """Pending transactions one sender may have."""
     max_total: int = 20_000
     """Pending transactions in all."""
+
+
+MAX_HEAD_NONCES = 200_000
+"""Senders whose head nonce the pool keeps; beyond that it starts again empty."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +80,9 @@ class Mempool:
         """Admission order; per sender, nonces ascend without gaps."""
         self._by_sender: dict[bytes, dict[int, bytes]] = {}
         """sender -> nonce -> tx hash."""
+        self._head_nonces: dict[bytes, int] = {}
+        """sender -> its nonce in the state of block ``_nonces_at`` ([MEMPOOL-NONCES.1])."""
+        self._nonces_at = b""
         self._vm, self._header = self._open_pending_state()
 
     def __len__(self) -> int:
@@ -173,7 +187,7 @@ class Mempool:
         """Nonces must continue the sender's sequence exactly: no gaps, no reuse."""
         expected = self.get_pending_nonce(sender)
         if expected is None:
-            expected = self._vm.state.get_nonce(Address(sender))
+            expected = self.get_head_nonce(sender)
         if transaction.nonce < expected:
             raise InvalidTransaction(
                 f"nonce too low: {transaction.nonce}, next is {expected}", expected=expected
@@ -184,16 +198,57 @@ class Mempool:
                 expected=expected,
             )
 
+    def get_head_nonce(self, sender: bytes) -> int:
+        """Return ``sender``'s nonce in the head's state, from the cache if it holds it.
+
+        Only for a sender with nothing in the pool: the pending state then
+        has the head's nonce for it. Only an account without code is kept
+        (see :meth:`_advance_head_nonces`).
+        """
+        nonce = self._head_nonces.get(sender)
+        if nonce is None:
+            state = self._vm.state
+            nonce = state.get_nonce(Address(sender))
+            if state.get_code_hash(Address(sender)) == EMPTY_SHA3:
+                if len(self._head_nonces) >= MAX_HEAD_NONCES:
+                    self._head_nonces.clear()
+                self._head_nonces[sender] = nonce
+        return nonce
+
     # -- maintenance -----------------------------------------------------------
 
-    def on_new_head(self, included: frozenset[bytes] = frozenset()) -> list[tuple[bytes, str]]:
-        """Forget what the new head ``included``; drop what its nonces invalidated, return that.
+    def on_new_head(self, block: BlockAPI) -> list[tuple[bytes, str]]:
+        """Forget what the new head ``block`` included; drop what its nonces invalidated.
 
-        The rest stays without being re-run ([MEMPOOL-HEAD.1]): only the
-        nonces are checked against the new head, and the pending state starts
-        again from the head alone.
+        Returns the dropped (hash, reason). The rest stays without being
+        re-run ([MEMPOOL-HEAD.1]): only the nonces are checked against the
+        new head, and the pending state starts again from the head alone.
         """
+        self._advance_head_nonces(block)
+        included = {tx.hash for tx in block.transactions}
         return self._restart([p for h, p in self._pool.items() if h not in included])
+
+    def _advance_head_nonces(self, block: BlockAPI) -> None:
+        """Carry the kept head nonces over ``block``, the child of the block they were read at.
+
+        An account without code changes its nonce only by sending a
+        transaction, each of which adds one, unless a set-code (EIP-7702)
+        transaction makes it a delegated account or uses its authorization.
+        So a block without such a transaction moves exactly its own senders'
+        nonces; a block with one, or one whose parent is not where the nonces
+        were read (a sync), empties the cache.
+        """
+        if block.header.parent_hash != self._nonces_at or any(
+            tx.type_id == SET_CODE_TRANSACTION_TYPE for tx in block.transactions
+        ):
+            self._head_nonces.clear()
+        else:
+            for transaction in block.transactions:
+                pending = self._pool.get(transaction.hash)
+                sender = pending.sender if pending else recover_sender(transaction)
+                if sender in self._head_nonces:
+                    self._head_nonces[sender] = transaction.nonce + 1
+        self._nonces_at = block.hash
 
     def forget(self, excluded: Iterable[tuple[bytes, str]]) -> list[tuple[bytes, str]]:
         """Drop the (hash, reason) the builder left out: they revert or turned invalid.
@@ -263,6 +318,10 @@ class Mempool:
     def _open_pending_state(self) -> tuple[VirtualMachineAPI, BlockHeaderAPI]:
         """A VM on top of the head whose state is never persisted."""
         head = self.chain.head
+        if head.hash != self._nonces_at:
+            # the head moved without passing through on_new_head
+            self._head_nonces.clear()
+            self._nonces_at = head.hash
         header = self.chain.get_next_header(
             head, timestamp=head.timestamp + 1, gas_limit=self.chain.genesis.gas_limit
         )

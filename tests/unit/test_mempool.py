@@ -4,6 +4,10 @@
 transactions leave the pending state, so a sender with one waiting gets no
 dry run for the next; the builder leaves out what reverts and the pool
 forgets it with its sender's later nonces.
+
+[MEMPOOL-NONCES.1]: the head nonces the pool keeps follow each new head,
+and are dropped where they could be wrong: a head reached by a sync, a
+set-code (EIP-7702) transaction, an account with code.
 """
 
 from __future__ import annotations
@@ -11,11 +15,16 @@ from __future__ import annotations
 import pytest
 import rlp
 from eth.db.atomic import AtomicDB
+from eth.vm.forks.prague.constants import MAGIC
+from eth.vm.forks.prague.transactions import PragueTransactionBuilder
+from eth_keys.datatypes import PrivateKey
 
 from consensus.errors import InvalidBlock, InvalidTransaction
 from node.chain import Chain
 from node.mempool import Mempool
 from tests.unit.test_chain import (
+    CHAIN_ID,
+    NOTARY,
     address_of,
     build,
     build_and_commit,
@@ -27,6 +36,7 @@ from tests.unit.test_chain import (
 
 ALICE, BOB = fresh_key("alice"), fresh_key("bob")
 ALICE_ADDRESS = address_of(ALICE)
+BOB_ADDRESS = address_of(BOB)
 
 
 @pytest.fixture
@@ -47,8 +57,8 @@ def test_a_new_head_keeps_waiting_transactions_without_re_running_them(chain: Ch
     first, waiting = record(ALICE, word(1), word(7)), record(BOB, word(2), word(8))
     pool.add(first.encode())
     pool.add(waiting.encode())
-    build_and_commit(chain, [first])
-    assert pool.on_new_head(frozenset({first.hash})) == []
+    _, head = build_and_commit(chain, [first])
+    assert pool.on_new_head(head) == []
     assert pool.select() == [waiting]
     # Bob's next transaction gets no dry run (his first is out of the pending state) ...
     doomed = record(BOB, word(3), word(0), nonce=1)
@@ -71,8 +81,8 @@ def test_a_new_head_drops_nonces_it_used(chain: Chain) -> None:
     pool.add(also_mine.encode())
     # The same nonce 0 reached the chain another way (through a peer's pool).
     elsewhere = record(ALICE, word(9), word(9))
-    build_and_commit(chain, [elsewhere])
-    dropped = dict(pool.on_new_head(frozenset({elsewhere.hash})))
+    _, head = build_and_commit(chain, [elsewhere])
+    dropped = dict(pool.on_new_head(head))
     assert "nonce too low" in dropped[mine.hash]
     assert pool.select() == [also_mine]
     assert pool.get_pending_nonce(bytes(ALICE_ADDRESS)) == 2
@@ -124,3 +134,64 @@ def test_a_gossiped_block_is_routed_by_its_header_alone(chain: Chain) -> None:
         chain.decode_block_number(b"\xc3junk")
     with pytest.raises(InvalidBlock, match="does not decode"):
         chain.decode_block_number(rlp.encode([b"not a header"]))
+
+
+def test_head_nonces_follow_a_block_the_pool_did_not_know(chain: Chain) -> None:
+    pool = Mempool(chain)
+    pool.add(record(ALICE, word(1), word(7)).encode())  # reads and keeps Alice's nonce 0
+    pool.forget([(pool.select()[0].hash, "gone")])
+    # Alice's nonce 0 reaches the chain through another node's pool.
+    _, head = build_and_commit(chain, [record(ALICE, word(2), word(7))])
+    assert pool.on_new_head(head) == []
+    with pytest.raises(InvalidTransaction, match="nonce too low: 0, next is 1"):
+        pool.add(record(ALICE, word(3), word(7)).encode())
+    pool.add(record(ALICE, word(3), word(7), nonce=1).encode())
+
+
+def test_head_nonces_are_read_again_after_a_sync(chain: Chain) -> None:
+    pool = Mempool(chain)
+    waiting = record(ALICE, word(1), word(7))
+    pool.add(waiting.encode())
+    # A sync imports two blocks; the pool hears only of the last.
+    build_and_commit(chain, [waiting])
+    _, last = build_and_commit(chain, [record(BOB, word(2), word(7))])
+    assert dict(pool.on_new_head(last)) == {waiting.hash: "nonce too low: 0, next is 1"}
+    assert len(pool) == 0
+
+
+def set_code(sender: bytes, authority: bytes, authority_nonce: int) -> bytes:
+    """A set-code (EIP-7702) transaction by ``sender`` delegating ``authority`` to the Notary."""
+    signature = PrivateKey(authority).sign_msg(
+        MAGIC + rlp.encode([CHAIN_ID, NOTARY, authority_nonce])
+    )
+    y_parity, r, s = signature.vrs
+    authorization = {
+        "chain_id": CHAIN_ID,
+        "address": NOTARY,
+        "nonce": authority_nonce,
+        "y_parity": y_parity,
+        "r": r,
+        "s": s,
+    }
+    unsigned = PragueTransactionBuilder.new_unsigned_set_code_transaction(
+        CHAIN_ID, 0, 0, 0, 100_000, address_of(sender), 0, b"", (), [authorization]
+    )
+    signed: bytes = unsigned.as_signed_transaction(PrivateKey(sender)).encode()
+    return signed
+
+
+def test_a_set_code_transaction_moves_another_accounts_nonce(chain: Chain) -> None:
+    """An authorization adds one to its signer's nonce without a transaction of the signer's."""
+    pool = Mempool(chain)
+    bobs = record(BOB, word(1), word(7))
+    pool.add(bobs.encode())  # keeps Bob's nonce 0
+    delegation = chain.decode_transaction(set_code(ALICE, BOB, authority_nonce=0))
+    built, head = build_and_commit(chain, [delegation])
+    assert built.excluded == ()
+    state = chain.get_state(chain.head)
+    assert state.get_nonce(BOB_ADDRESS) == 1
+    assert state.get_code(BOB_ADDRESS) == b"\xef\x01\x00" + NOTARY  # delegated
+    assert dict(pool.on_new_head(head)) == {bobs.hash: "nonce too low: 0, next is 1"}
+    # Code running as Bob could move his nonce again (CREATE): it is never kept.
+    pool.add(record(BOB, word(2), word(7), nonce=1).encode())
+    assert BOB_ADDRESS not in pool._head_nonces
