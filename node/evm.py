@@ -67,8 +67,35 @@ REMEMBERED_RECEIPT_LISTS = 8
 """Receipt lists a :class:`PolderChainDB` keeps: a few staged blocks' worth."""
 
 
+def copy_sharing_fields(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """``obj.copy(*args, **kwargs)`` that shares the fields not given instead of deep-copying.
+
+    rlp's ``Serializable.copy`` deep-copies every field it keeps. Headers
+    and blocks hold only bytes, ints and other rlp objects, all immutable,
+    so a deep copy can only cost time: py-evm copies a block several times
+    while executing it, and with it every transaction, which also lost the
+    sender each had recovered.
+    """
+    names = obj._meta.field_names
+    if len(args) > len(names):
+        raise TypeError(f"{type(obj).__name__} has {len(names)} fields, got {len(args)} values")
+    fields = dict(zip(names, args, strict=False))
+    for name, value in kwargs.items():
+        if name not in names or name in fields:
+            raise TypeError(f"{type(obj).__name__}.copy got an unknown or repeated field {name!r}")
+        fields[name] = value
+    for name in names:
+        if name not in fields:
+            fields[name] = getattr(obj, name)
+    return type(obj)(**fields)
+
+
 class PolderHeader(PragueBlockHeader):
     """A Prague header whose hash leaves out the committed seals and the round."""
+
+    def copy(self, *args: Any, **kwargs: Any) -> PolderHeader:
+        copied: PolderHeader = copy_sharing_fields(self, args, kwargs)
+        return copied
 
     @property
     def hash(self) -> Hash32:
@@ -84,6 +111,10 @@ class PolderBlock(PragueBlock):
     """A Prague block carrying a :class:`PolderHeader`."""
 
     fields = [("header", PolderHeader), *PragueBlock._meta.fields[1:]]
+
+    def copy(self, *args: Any, **kwargs: Any) -> PolderBlock:
+        copied: PolderBlock = copy_sharing_fields(self, args, kwargs)
+        return copied
 
 
 def decode_header(header_rlp: bytes) -> PolderHeader:

@@ -545,6 +545,26 @@ def test_remembered_receipts_answer_only_their_own_root(genesis: Genesis) -> Non
     assert db.get_receipts(chain.get_header_by_number(2), builder) == second  # from the trie
 
 
+def test_header_and_block_copies_share_fields_and_equal_rlps_copy(chain: Chain) -> None:
+    built = build(chain, [record(fresh_key(f"cp{i}"), word(i), word(1)) for i in range(2)])
+    block = built.block
+    for obj, changes in ((block.header, {"gas_used": 7}), (block, {"uncles": ()})):
+        ours = obj.copy(**changes)
+        reference = rlp.Serializable.copy(obj, **changes)  # rlp's own, deep-copying
+        assert type(ours) is type(obj)
+        assert rlp.encode(ours) == rlp.encode(reference)
+        assert ours == reference
+    shared = block.copy(header=block.header.copy(gas_used=7))
+    assert all(a is b for a, b in zip(shared.transactions, block.transactions, strict=True))
+    assert shared.header.gas_used == 7
+    assert block.header.gas_used != 7
+    assert block.header.copy(*list(block.header)[:3]).hash == block.header.hash
+    with pytest.raises(TypeError, match="unknown or repeated field 'gas'"):
+        block.header.copy(gas=1)
+    with pytest.raises(TypeError, match="unknown or repeated field 'parent_hash'"):
+        block.header.copy(block.header.parent_hash, parent_hash=block.header.parent_hash)
+
+
 # --- persistence and proofs ----------------------------------------------------------
 
 
