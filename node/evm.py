@@ -71,10 +71,10 @@ def copy_sharing_fields(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any])
     """``obj.copy(*args, **kwargs)`` that shares the fields not given instead of deep-copying.
 
     rlp's ``Serializable.copy`` deep-copies every field it keeps. Headers
-    and blocks hold only bytes, ints and other rlp objects, all immutable,
-    so a deep copy can only cost time: py-evm copies a block several times
-    while executing it, and with it every transaction, which also lost the
-    sender each had recovered.
+    and blocks hold only bytes, ints and other rlp objects (transactions,
+    headers, withdrawals), all immutable, so a deep copy can only cost time:
+    py-evm copies a block several times while executing it, and each copy
+    deep-copied every transaction.
     """
     names = obj._meta.field_names
     if len(args) > len(names):

@@ -80,9 +80,12 @@ class Mempool:
         """Admission order; per sender, nonces ascend without gaps."""
         self._by_sender: dict[bytes, dict[int, bytes]] = {}
         """sender -> nonce -> tx hash."""
-        self._head_nonces: dict[bytes, int] = {}
-        """sender -> its nonce in the state of block ``_nonces_at`` ([MEMPOOL-NONCES.1])."""
+        self._head_nonces: OrderedDict[bytes, int] = OrderedDict()
+        """sender -> its nonce in the state of block ``_nonces_at`` ([MEMPOOL-NONCES.1]),
+        least recently used first."""
         self._nonces_at = b""
+        self._pending_authorizations = False
+        """A set-code transaction is in the pending state (see :meth:`get_head_nonce`)."""
         self._vm, self._header = self._open_pending_state()
 
     def __len__(self) -> int:
@@ -147,9 +150,7 @@ class Mempool:
         self.validate_room(sender)
         self.validate_nonce(transaction, sender)
         if checked:
-            self._header, _ = apply_transaction(
-                self._vm, self._header, transaction, self.chain.genesis.admins
-            )
+            self._apply(transaction)
         else:
             validate_deploy_permission(transaction, self.chain.genesis.admins)
         self._insert(pending)
@@ -199,20 +200,25 @@ class Mempool:
             )
 
     def get_head_nonce(self, sender: bytes) -> int:
-        """Return ``sender``'s nonce in the head's state, from the cache if it holds it.
+        """Return ``sender``'s nonce in the pending state, for a sender with nothing in the pool.
 
-        Only for a sender with nothing in the pool: the pending state then
-        has the head's nonce for it. Only an account without code is kept
-        (see :meth:`_advance_head_nonces`).
+        That is its nonce in the head's state, kept from one head to the next,
+        unless a set-code (EIP-7702) transaction in the pending state may have
+        moved it: its authorizations move their signers' nonces. While one is
+        there the pending state is read and nothing is kept. Only an account
+        without code is kept (see :meth:`_advance_head_nonces`).
         """
-        nonce = self._head_nonces.get(sender)
-        if nonce is None:
-            state = self._vm.state
-            nonce = state.get_nonce(Address(sender))
-            if state.get_code_hash(Address(sender)) == EMPTY_SHA3:
-                if len(self._head_nonces) >= MAX_HEAD_NONCES:
-                    self._head_nonces.clear()
-                self._head_nonces[sender] = nonce
+        if not self._pending_authorizations:
+            nonce = self._head_nonces.get(sender)
+            if nonce is not None:
+                self._head_nonces.move_to_end(sender)
+                return nonce
+        state = self._vm.state
+        nonce = state.get_nonce(Address(sender))
+        if not self._pending_authorizations and state.get_code_hash(Address(sender)) == EMPTY_SHA3:
+            if len(self._head_nonces) >= MAX_HEAD_NONCES:
+                self._head_nonces.popitem(last=False)  # the least recently used
+            self._head_nonces[sender] = nonce
         return nonce
 
     # -- maintenance -----------------------------------------------------------
@@ -296,14 +302,20 @@ class Mempool:
             try:
                 self.validate_nonce(pending.transaction, pending.sender)
                 if pending.checked and self.is_sender_checked(pending.sender):
-                    self._header, _ = apply_transaction(
-                        self._vm, self._header, pending.transaction, self.chain.genesis.admins
-                    )
+                    self._apply(pending.transaction)
             except InvalidTransaction as exc:
                 dropped.append((pending.transaction.hash, exc.message))
                 continue
             self._insert(pending)
         return dropped
+
+    def _apply(self, transaction: SignedTransactionAPI) -> None:
+        """Dry-run ``transaction`` into the pending state, or raise and leave it untouched."""
+        self._header, _ = apply_transaction(
+            self._vm, self._header, transaction, self.chain.genesis.admins
+        )
+        if transaction.type_id == SET_CODE_TRANSACTION_TYPE:
+            self._pending_authorizations = True
 
     def is_sender_checked(self, sender: bytes) -> bool:
         """True when every pending transaction of ``sender`` is in the pending state."""
@@ -328,4 +340,5 @@ class Mempool:
         # The pending block may hold more than one block's gas; admission checks
         # each transaction against the state, not against one block's gas budget.
         header = header.copy(gas_limit=2**63 - 1)
+        self._pending_authorizations = False
         return self.chain.get_vm(header), header

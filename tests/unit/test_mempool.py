@@ -20,6 +20,7 @@ from eth.vm.forks.prague.transactions import PragueTransactionBuilder
 from eth_keys.datatypes import PrivateKey
 
 from consensus.errors import InvalidBlock, InvalidTransaction
+from node import mempool as mempool_module
 from node.chain import Chain
 from node.mempool import Mempool
 from tests.unit.test_chain import (
@@ -159,15 +160,16 @@ def test_head_nonces_are_read_again_after_a_sync(chain: Chain) -> None:
     assert len(pool) == 0
 
 
-def set_code(sender: bytes, authority: bytes, authority_nonce: int) -> bytes:
-    """A set-code (EIP-7702) transaction by ``sender`` delegating ``authority`` to the Notary."""
-    signature = PrivateKey(authority).sign_msg(
-        MAGIC + rlp.encode([CHAIN_ID, NOTARY, authority_nonce])
-    )
+def set_code(sender: bytes, authority: bytes, authority_nonce: int, to: bytes = NOTARY) -> bytes:
+    """A set-code (EIP-7702) transaction by ``sender`` delegating ``authority`` to ``to``.
+
+    Delegating to the zero address clears the authority's code.
+    """
+    signature = PrivateKey(authority).sign_msg(MAGIC + rlp.encode([CHAIN_ID, to, authority_nonce]))
     y_parity, r, s = signature.vrs
     authorization = {
         "chain_id": CHAIN_ID,
-        "address": NOTARY,
+        "address": to,
         "nonce": authority_nonce,
         "y_parity": y_parity,
         "r": r,
@@ -195,3 +197,29 @@ def test_a_set_code_transaction_moves_another_accounts_nonce(chain: Chain) -> No
     # Code running as Bob could move his nonce again (CREATE): it is never kept.
     pool.add(record(BOB, word(2), word(7), nonce=1).encode())
     assert BOB_ADDRESS not in pool._head_nonces
+
+
+def test_a_set_code_transaction_waiting_in_the_pool_leaves_no_nonce_behind(chain: Chain) -> None:
+    """While one is in the pending state, nonces are read from it and none is kept."""
+    pool = Mempool(chain)
+    # Bob's authorization, clearing his (absent) code: in the pending state his
+    # nonce moves to 1 and he still has no code.
+    revoke = set_code(ALICE, BOB, authority_nonce=0, to=bytes(20))
+    revoke_hash = pool.add(revoke)
+    with pytest.raises(InvalidTransaction, match="nonce too low: 0, next is 1"):
+        pool.add(record(BOB, word(1), word(7)).encode())
+    # The set-code transaction never reaches a block: Bob's nonce is 0 again.
+    pool.forget([(revoke_hash, "left out")])
+    assert len(pool) == 0
+    pool.add(record(BOB, word(1), word(7)).encode())
+
+
+def test_the_kept_nonces_are_bounded_least_recently_used_first(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mempool_module, "MAX_HEAD_NONCES", 2)
+    pool = Mempool(chain)
+    alice, bob, carol = (address_of(fresh_key(n)) for n in ("alice", "bob", "carol"))
+    for sender in (alice, bob, alice, carol):
+        assert pool.get_head_nonce(sender) == 0
+    assert list(pool._head_nonces) == [alice, carol]
