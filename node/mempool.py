@@ -78,6 +78,8 @@ class Mempool:
         self.limits = limits or MempoolLimits()
         self._pool: OrderedDict[bytes, Pending] = OrderedDict()
         """Admission order; per sender, nonces ascend without gaps."""
+        self._size = 0
+        """``len(self._pool)`` once each change is complete (see :meth:`__len__`)."""
         self._by_sender: dict[bytes, dict[int, bytes]] = {}
         """sender -> nonce -> tx hash."""
         self._head_nonces: OrderedDict[bytes, int] = OrderedDict()
@@ -89,7 +91,12 @@ class Mempool:
         self._vm, self._header = self._open_pending_state()
 
     def __len__(self) -> int:
-        return len(self._pool)
+        """Transactions waiting, as of the last admission or refresh that finished.
+
+        The event loop reads this while the chain thread may be refilling
+        the pool after a new head; it must not see it empty meanwhile.
+        """
+        return self._size
 
     # -- reads (PendingView) ---------------------------------------------------
 
@@ -154,6 +161,7 @@ class Mempool:
         else:
             validate_deploy_permission(transaction, self.chain.genesis.admins)
         self._insert(pending)
+        self._size = len(self._pool)
         return transaction.hash
 
     def validate_static(self, transaction: SignedTransactionAPI) -> None:
@@ -307,6 +315,7 @@ class Mempool:
                 dropped.append((pending.transaction.hash, exc.message))
                 continue
             self._insert(pending)
+        self._size = len(self._pool)
         return dropped
 
     def _apply(self, transaction: SignedTransactionAPI) -> None:

@@ -223,3 +223,24 @@ def test_the_kept_nonces_are_bounded_least_recently_used_first(
     for sender in (alice, bob, alice, carol):
         assert pool.get_head_nonce(sender) == 0
     assert list(pool._head_nonces) == [alice, carol]
+
+
+def test_the_size_stays_whole_while_a_new_head_refills_the_pool(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The event loop reads len(pool) while the chain thread refills it."""
+    pool = Mempool(chain)
+    for i in range(3):
+        pool.add(record(fresh_key(f"w{i}"), word(i + 1), word(7)).encode())
+    seen = []
+    original = pool.validate_nonce
+
+    def watching(*args: object) -> None:
+        seen.append(len(pool))
+        original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool, "validate_nonce", watching)
+    _, head = build_and_commit(chain, [])
+    assert pool.on_new_head(head) == []
+    assert seen == [3, 3, 3]
+    assert len(pool) == 3
