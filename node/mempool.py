@@ -53,7 +53,7 @@ class MempoolLimits:
 
 
 MAX_HEAD_NONCES = 200_000
-"""Senders whose head nonce the pool keeps; beyond that it starts again empty."""
+"""Senders whose head nonce the pool keeps; beyond that the least recently used goes."""
 
 
 @dataclass(frozen=True)
@@ -216,14 +216,15 @@ class Mempool:
         there the pending state is read and nothing is kept. Only an account
         without code is kept (see :meth:`_advance_head_nonces`).
         """
-        if not self._pending_authorizations:
-            nonce = self._head_nonces.get(sender)
-            if nonce is not None:
-                self._head_nonces.move_to_end(sender)
-                return nonce
-        state = self._vm.state
-        nonce = state.get_nonce(Address(sender))
-        if not self._pending_authorizations and state.get_code_hash(Address(sender)) == EMPTY_SHA3:
+        state, address = self._vm.state, Address(sender)
+        if self._pending_authorizations:
+            return state.get_nonce(address)
+        nonce = self._head_nonces.get(sender)
+        if nonce is not None:
+            self._head_nonces.move_to_end(sender)
+            return nonce
+        nonce = state.get_nonce(address)
+        if state.get_code_hash(address) == EMPTY_SHA3:
             if len(self._head_nonces) >= MAX_HEAD_NONCES:
                 self._head_nonces.popitem(last=False)  # the least recently used
             self._head_nonces[sender] = nonce
@@ -250,7 +251,8 @@ class Mempool:
         transaction makes it a delegated account or uses its authorization.
         So a block without such a transaction moves exactly its own senders'
         nonces; a block with one, or one whose parent is not where the nonces
-        were read (a sync), empties the cache.
+        were read (the pool did not see every block in between), empties the
+        cache.
         """
         if block.header.parent_hash != self._nonces_at or any(
             tx.type_id == SET_CODE_TRANSACTION_TYPE for tx in block.transactions
