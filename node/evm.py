@@ -62,6 +62,7 @@ from consensus.seal import (
     validate_validator_set,
 )
 from node.precompiles import PRECOMPILE_ADDRESS, run_poll_crypto
+from node.statedb import CachedAccountDB
 
 REMEMBERED_RECEIPT_LISTS = 8
 """Receipt lists a :class:`PolderChainDB` keeps: a few staged blocks' worth."""
@@ -234,7 +235,13 @@ class PolderComputation(PragueComputation):
 
 
 class PolderState(PragueState):
-    """Prague state whose messages run as :class:`PolderComputation`."""
+    """Prague state whose messages run as :class:`PolderComputation`.
+
+    Its account database reads trie nodes through the process's decoded-node
+    cache (:mod:`node.statedb`, [CHAIN-TRIE-CACHE.1]).
+    """
+
+    account_db_class = CachedAccountDB
 
     # py-evm also reads this mapping to treat precompile addresses as warm (EIP-2929).
     computation_class = PolderComputation

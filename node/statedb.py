@@ -1,0 +1,148 @@
+"""py-evm's account and storage databases, reading trie nodes through a decoded-node cache.
+
+A validator executes every transaction several times (admission, build or
+check, commit), and each execution walks the same upper levels of the state
+trie and of the hot contracts' storage tries. py-trie reads each node from the
+database and RLP-decodes it again on every walk; the decoding was the largest
+single cost of trie access in a profile of a loaded validator.
+
+A trie node is stored under the keccak hash of its encoding, so the node a
+hash names never changes: :class:`TrieNodeCache` keeps decoded nodes by hash
+([CHAIN-TRIE-CACHE.1]). py-trie changes nodes it reads in place while it
+writes, so every read returns a fresh copy and the cached node is never handed
+out. The cache is filled only by reads that the database answered, so a trie
+still raises on a node that was never stored.
+
+The three classes below mirror the constructors of py-evm 0.12.1b1 (pinned)
+with :class:`CachedHexaryTrie` where py-evm builds a ``HexaryTrie``; nothing
+else about them differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eth.constants import BLANK_ROOT_HASH
+from eth.db.accesslog import KeyAccessLoggerDB
+from eth.db.account import AccountDB
+from eth.db.batch import BatchDB
+from eth.db.cache import CacheDB
+from eth.db.hash_trie import HashTrie
+from eth.db.journal import JournalDB
+from eth.db.storage import AccountStorageDB, StorageLookup
+from eth_typing import Address, Hash32
+from lru import LRU
+from trie import HexaryTrie
+
+TRIE_NODE_CACHE_SIZE = 65_536
+"""Decoded nodes a process keeps: the upper levels of the state trie and of the
+busiest storage tries, a few tens of MB (about 0.5 KB a node on average)."""
+
+HASH_LENGTH = 32
+
+
+def copy_node(node: list[Any]) -> list[Any]:
+    """A copy of a decoded trie node that shares its bytes and copies its lists."""
+    return [item if type(item) is bytes else copy_node(item) for item in node]
+
+
+class TrieNodeCache:
+    """Decoded trie nodes by their hash, least recently used out first."""
+
+    def __init__(self, capacity: int) -> None:
+        self._nodes: LRU[bytes, list[Any]] = LRU(capacity)
+        self.hits = 0
+        """Reads answered from the cache (for the metrics and the benchmark)."""
+        self.misses = 0
+        """Reads that went to the database."""
+
+    def get(self, node_hash: bytes) -> list[Any] | None:
+        """A copy of the node stored under ``node_hash``, or ``None`` if not kept."""
+        node = self._nodes.get(node_hash)
+        if node is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return copy_node(node)
+
+    def put(self, node_hash: bytes, node: list[Any]) -> None:
+        """Keep a copy of ``node``, decoded from what is stored under ``node_hash``."""
+        self._nodes[node_hash] = copy_node(node)
+
+    def clear(self) -> None:
+        """Forget every node."""
+        self._nodes.clear()
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+
+TRIE_NODES = TrieNodeCache(TRIE_NODE_CACHE_SIZE)
+"""The process's cache: content-addressed, so every database and trie shares it."""
+
+
+class CachedHexaryTrie(HexaryTrie):
+    """py-trie's hexary trie reading stored nodes through :data:`TRIE_NODES`."""
+
+    def get_node(self, node_hash: Any) -> Any:
+        # A reference shorter than a hash is an inline node, and the blank
+        # root is no stored node: py-trie handles both without the database.
+        if type(node_hash) is not bytes or len(node_hash) != HASH_LENGTH:
+            return super().get_node(node_hash)
+        node = TRIE_NODES.get(node_hash)
+        if node is not None:
+            return node
+        node = super().get_node(node_hash)
+        if isinstance(node, list):
+            TRIE_NODES.put(node_hash, node)
+        return node
+
+
+class CachedStorageLookup(StorageLookup):
+    """py-evm's storage lookup building :class:`CachedHexaryTrie` tries."""
+
+    def _get_write_trie(self) -> HexaryTrie:
+        if self._trie_nodes_batch is None:
+            self._trie_nodes_batch = BatchDB(self._db, read_through_deletes=True)
+        if self._write_trie is None:
+            self._write_trie = CachedHexaryTrie(
+                self._trie_nodes_batch, root_hash=self._starting_root_hash, prune=True
+            )
+        return self._write_trie
+
+    def _get_read_trie(self) -> HexaryTrie:
+        if self._write_trie is not None:
+            return self._write_trie
+        return CachedHexaryTrie(self._db, root_hash=self._starting_root_hash)
+
+
+class CachedAccountStorageDB(AccountStorageDB):
+    """py-evm's account storage over a :class:`CachedStorageLookup`."""
+
+    def __init__(self, db: Any, storage_root: Hash32, address: Address) -> None:
+        super().__init__(db, storage_root, address)
+        self._storage_lookup = CachedStorageLookup(db, storage_root, address)
+        self._storage_cache = CacheDB(self._storage_lookup)
+        self._locked_changes = JournalDB(self._storage_cache)
+        self._journal_storage = JournalDB(self._locked_changes)
+
+
+class CachedAccountDB(AccountDB):
+    """py-evm's account database with cached state and storage trie nodes."""
+
+    def __init__(self, db: Any, state_root: Hash32 = BLANK_ROOT_HASH) -> None:
+        super().__init__(db, state_root)
+        # py-evm passes its trie to HashTrie as a database in the same way.
+        trie = CachedHexaryTrie(self._batchtrie, state_root, prune=True)
+        self._trie = HashTrie(trie)  # type: ignore[arg-type]
+        self._trie_logger = KeyAccessLoggerDB(self._trie, log_missing_keys=False)
+        self._trie_cache = CacheDB(self._trie_logger)
+        self._journaltrie = JournalDB(self._trie_cache)
+
+    def _get_address_store(self, address: Address) -> Any:
+        store = self._account_stores.get(address)
+        if store is None:
+            storage_root = self._get_storage_root(address)
+            store = CachedAccountStorageDB(self._raw_store_db, storage_root, address)
+            self._account_stores[address] = store
+        return store

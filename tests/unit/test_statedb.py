@@ -1,0 +1,175 @@
+"""The decoded trie-node cache (node/statedb.py, [CHAIN-TRIE-CACHE.1]).
+
+Every test compares against py-evm's and py-trie's own classes on the same
+operations: the cache may change how long a read takes, never what it returns
+or which root a change produces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from eth.db.account import AccountDB
+from eth.db.atomic import AtomicDB
+from eth.db.backends.memory import MemoryDB
+from eth_hash.auto import keccak
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from trie import HexaryTrie
+from trie.exceptions import MissingTrieNode
+
+from node.statedb import TRIE_NODES, CachedAccountDB, CachedHexaryTrie, TrieNodeCache, copy_node
+
+KEYS = st.binary(min_size=1, max_size=4)
+"""Short keys, so that changes share paths and meet the same nodes again."""
+VALUES = st.binary(min_size=1, max_size=40)
+"""Values on both sides of 32 bytes: short leaves are inlined in their parent."""
+TRIE_OPERATIONS = st.lists(
+    st.tuples(st.sampled_from(("set", "delete", "squash")), KEYS, VALUES), max_size=60
+)
+
+
+@pytest.fixture(autouse=True)
+def empty_cache() -> Iterator[None]:
+    """Each test starts from an empty process cache, as a new node does."""
+    TRIE_NODES.clear()
+    yield
+    TRIE_NODES.clear()
+
+
+def test_copy_node_copies_lists_and_shares_bytes() -> None:
+    inline_leaf = [b"\x20", b"v"]
+    node = [b"a" * 32, inline_leaf, *([b""] * 15)]
+    copied = copy_node(node)
+    assert copied == node
+    assert copied is not node
+    assert copied[1] is not inline_leaf
+    assert copied[0] is node[0]
+
+
+def test_a_read_node_can_be_changed_without_changing_the_next_read() -> None:
+    # py-trie changes the nodes it reads while it writes.
+    trie = CachedHexaryTrie(MemoryDB())
+    for index in range(40):
+        trie[keccak(b"%d" % index)] = b"value %d" % index
+    first = trie.get_node(trie.root_hash)
+    first[0] = b"changed"
+    first.append(b"an eighteenth item")
+    again = trie.get_node(trie.root_hash)
+    assert again == HexaryTrie(trie.db, trie.root_hash).get_node(trie.root_hash)
+    assert TRIE_NODES.hits >= 1
+
+
+def test_a_node_the_database_never_held_still_raises() -> None:
+    missing_root = keccak(b"no such node")
+    with pytest.raises(MissingTrieNode):
+        CachedHexaryTrie(MemoryDB(), missing_root).get(b"key")
+    assert len(TRIE_NODES) == 0
+
+
+def test_the_cache_keeps_at_most_its_capacity() -> None:
+    cache = TrieNodeCache(2)
+    for index in range(3):
+        cache.put(bytes([index]) * 32, [b"node %d" % index])
+    assert len(cache) == 2
+    assert cache.get(bytes([0]) * 32) is None
+    assert cache.get(bytes([2]) * 32) == [b"node 2"]
+
+
+@settings(max_examples=150, deadline=None)
+@given(operations=TRIE_OPERATIONS, prune=st.booleans())
+def test_a_cached_trie_agrees_with_py_trie(
+    operations: list[tuple[str, bytes, bytes]], prune: bool
+) -> None:
+    plain = HexaryTrie(MemoryDB(), prune=prune)
+    cached = CachedHexaryTrie(MemoryDB(), prune=prune)
+    for operation, key, value in operations:
+        for trie in (plain, cached):
+            if operation == "set":
+                trie[key] = value
+            elif operation == "delete":
+                del trie[key]
+            else:
+                with trie.squash_changes() as memory_trie:
+                    memory_trie[key] = value
+                    memory_trie[value] = key
+        assert cached.root_hash == plain.root_hash
+        assert cached.get(key) == plain.get(key)
+    # Every node reachable from the root was written where py-trie writes it.
+    for _, key, _ in operations:
+        assert CachedHexaryTrie(plain.db, cached.root_hash).get(key) == plain.get(key)
+
+
+ADDRESSES = st.sampled_from([bytes([index]) * 20 for index in range(1, 6)])
+ACCOUNT_OPERATIONS = st.lists(
+    st.tuples(
+        st.sampled_from(("storage", "nonce", "balance", "delete-storage", "revert", "persist")),
+        ADDRESSES,
+        st.integers(min_value=0, max_value=6),
+        st.integers(min_value=0, max_value=2**256 - 1),
+    ),
+    max_size=50,
+)
+
+
+def apply_account_operation(
+    accounts: AccountDB, operation: str, address: bytes, slot: int, value: int
+) -> None:
+    if operation == "storage":
+        accounts.set_storage(address, slot, value)
+    elif operation == "nonce":
+        accounts.set_nonce(address, slot)
+    elif operation == "balance":
+        accounts.set_balance(address, value)
+    elif operation == "delete-storage":
+        accounts.delete_storage(address)
+    elif operation == "revert":
+        checkpoint = accounts.record()
+        accounts.set_storage(address, slot, value)
+        accounts.set_balance(address, value // 3)
+        accounts.discard(checkpoint)
+    else:
+        accounts.persist()
+
+
+@settings(max_examples=100, deadline=None)
+@given(operations=ACCOUNT_OPERATIONS)
+def test_the_cached_account_database_computes_py_evms_state_roots(
+    operations: list[tuple[str, bytes, int, int]],
+) -> None:
+    plain_db, cached_db = AtomicDB(), AtomicDB()
+    plain, cached = AccountDB(plain_db), CachedAccountDB(cached_db)
+    for operation, address, slot, value in operations:
+        for accounts in (plain, cached):
+            apply_account_operation(accounts, operation, address, slot, value)
+        assert cached.make_state_root() == plain.make_state_root()
+        assert cached.get_storage(address, slot) == plain.get_storage(address, slot)
+    plain.persist()
+    cached.persist()
+    assert cached.state_root == plain.state_root
+    # A fresh database at that root reads every value back through the cache.
+    reopened = CachedAccountDB(cached_db, cached.state_root)
+    for _, address, slot, _ in operations:
+        assert reopened.get_storage(address, slot) == plain.get_storage(address, slot)
+        assert reopened.get_balance(address) == plain.get_balance(address)
+
+
+def test_the_cached_account_database_reads_through_the_cache() -> None:
+    accounts = CachedAccountDB(AtomicDB())
+    for index in range(1, 30):
+        address = bytes([index]) * 20
+        accounts.set_balance(address, index)
+        for slot in range(1, 4):
+            accounts.set_storage(address, slot, index * slot)
+    accounts.persist()
+    reopened = CachedAccountDB(accounts._raw_store_db, accounts.state_root)
+    hits = TRIE_NODES.hits
+    assert reopened.get_balance(bytes([8]) * 20) == 8
+    assert TRIE_NODES.hits > hits
+    # The account is loaded now: these reads walk its storage trie alone,
+    # the second one through the root node that the first one read.
+    assert reopened.get_storage(bytes([8]) * 20, 2) == 16
+    hits = TRIE_NODES.hits
+    assert reopened.get_storage(bytes([8]) * 20, 3) == 24
+    assert TRIE_NODES.hits > hits
