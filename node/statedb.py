@@ -10,8 +10,15 @@ A trie node is stored under the keccak hash of its encoding, so the node a
 hash names never changes: :class:`TrieNodeCache` keeps decoded nodes by hash
 ([CHAIN-TRIE-CACHE.1]). py-trie changes nodes it reads in place while it
 writes, so every read returns a fresh copy and the cached node is never handed
-out. The cache is filled only by reads that the database answered, so a trie
-still raises on a node that was never stored.
+out. The cache is filled only by reads that a database answered, so a trie
+still raises on a node that no database of the process ever returned; a node
+one of them returned is served to all (a staged block's overlay and the
+database under it hold the same node under the same hash). Proof checks
+(:mod:`consensus.proofs`) use py-trie's own trie, never this one: a proof must
+carry every node itself.
+
+Cache hits do not pass through py-evm's key-access logger, so the block
+witness py-evm collects (which Polder does not use) lists fewer node hashes.
 
 The three classes below mirror the constructors of py-evm 0.12.1b1 (pinned)
 with :class:`CachedHexaryTrie` where py-evm builds a ``HexaryTrie``; nothing
@@ -36,7 +43,8 @@ from trie import HexaryTrie
 
 TRIE_NODE_CACHE_SIZE = 65_536
 """Decoded nodes a process keeps: the upper levels of the state trie and of the
-busiest storage tries, a few tens of MB (about 0.5 KB a node on average)."""
+busiest storage tries. A node takes 0.3 KB (a leaf) to 1.4 KB (a full branch)
+decoded, so 35-60 MB for a usual mix and 100 MB at most."""
 
 HASH_LENGTH = 32
 
@@ -81,13 +89,28 @@ TRIE_NODES = TrieNodeCache(TRIE_NODE_CACHE_SIZE)
 """The process's cache: content-addressed, so every database and trie shares it."""
 
 
+def select_trie_node_cache(cache: TrieNodeCache) -> TrieNodeCache:
+    """Make ``cache`` the process's cache and return the one it replaces.
+
+    For a process that plays several nodes (the chain benchmark), so that
+    each node's reads find only what that node read, as in its own process.
+    """
+    global TRIE_NODES
+    previous, TRIE_NODES = TRIE_NODES, cache
+    return previous
+
+
 class CachedHexaryTrie(HexaryTrie):
     """py-trie's hexary trie reading stored nodes through :data:`TRIE_NODES`."""
 
     def get_node(self, node_hash: Any) -> Any:
         # A reference shorter than a hash is an inline node, and the blank
         # root is no stored node: py-trie handles both without the database.
-        if type(node_hash) is not bytes or len(node_hash) != HASH_LENGTH:
+        if (
+            type(node_hash) is not bytes
+            or len(node_hash) != HASH_LENGTH
+            or node_hash == BLANK_ROOT_HASH
+        ):
             return super().get_node(node_hash)
         node = TRIE_NODES.get(node_hash)
         if node is not None:

@@ -53,6 +53,7 @@ from consensus.genesis import Genesis, decode_genesis
 from contracts.loader import load_artifact
 from node.chain import Chain
 from node.db import LevelDB
+from node.statedb import TRIE_NODE_CACHE_SIZE, TrieNodeCache, select_trie_node_cache
 
 CHAIN_ID = 5262404
 TARGET_CALLS_PER_SECOND = 500
@@ -153,6 +154,14 @@ def sign_workload(workload: str, count: int) -> list[bytes]:
     return raws
 
 
+@dataclass(frozen=True)
+class NodeCaches:
+    """Each node's own trie-node cache, as each would have in its own process."""
+
+    a: TrieNodeCache
+    b: TrieNodeCache
+
+
 @contextmanager
 def open_node(path: pathlib.Path, genesis: Genesis) -> Iterator[Chain]:
     with LevelDB(path) as db:
@@ -160,9 +169,10 @@ def open_node(path: pathlib.Path, genesis: Genesis) -> Iterator[Chain]:
 
 
 def run_block(
-    a: Chain, b: Chain, transactions: Sequence[SignedTransactionAPI]
+    a: Chain, b: Chain, transactions: Sequence[SignedTransactionAPI], caches: NodeCaches
 ) -> tuple[float, float, float, float, int]:
     """Build, seal and commit one block on A, import it on B; return the timings."""
+    select_trie_node_cache(caches.a)
     started = time.perf_counter()
     built = a.build_block(
         transactions, timestamp=a.head.timestamp + 1, coinbase=address_of(VALIDATOR_KEY)
@@ -179,6 +189,7 @@ def run_block(
             f" transactions: {reasons or 'gas limit'}"
         )
     raw = rlp.encode(sealed)
+    select_trie_node_cache(caches.b)
     import_started = time.perf_counter()
     b.import_block(b.decode_block(raw))
     imported_at = time.perf_counter()
@@ -203,11 +214,14 @@ def run_workload(
         open_node(workdir / f"{workload}-b", genesis) as b,
     ):
         transactions = [a.decode_transaction(raw) for raw in raws]
+        caches = NodeCaches(
+            TrieNodeCache(TRIE_NODE_CACHE_SIZE), TrieNodeCache(TRIE_NODE_CACHE_SIZE)
+        )
         offset = 0
         for size in sizes:
             timings = []
             for _ in range(blocks):
-                timings.append(run_block(a, b, transactions[offset : offset + size]))
+                timings.append(run_block(a, b, transactions[offset : offset + size], caches))
                 offset += size
             build, seal, commit, imported, gas = (
                 statistics.fmean(t) for t in zip(*timings, strict=True)

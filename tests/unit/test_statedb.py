@@ -61,6 +61,23 @@ def test_a_read_node_can_be_changed_without_changing_the_next_read() -> None:
     assert TRIE_NODES.hits >= 1
 
 
+def test_a_branch_inlined_in_its_parent_is_copied_too() -> None:
+    # Short keys and values make a branch small enough (< 32 bytes encoded)
+    # to sit inside its parent; py-trie changes that inner branch in place
+    # when it sets and deletes under it.
+    plain, cached = HexaryTrie(MemoryDB()), CachedHexaryTrie(MemoryDB())
+    for trie in (plain, cached):
+        trie[b"\x12\x30"] = b"a"
+        trie[b"\x12\x31"] = b"b"
+    before = cached.root_hash
+    for trie in (plain, cached):
+        trie[b"\x12\x32"] = b"c"
+        del trie[b"\x12\x32"]
+    assert cached.root_hash == plain.root_hash == before
+    assert cached.get(b"\x12\x32") == plain.get(b"\x12\x32") == b""
+    assert cached.get_node(before) == plain.get_node(before)
+
+
 def test_a_node_the_database_never_held_still_raises() -> None:
     missing_root = keccak(b"no such node")
     with pytest.raises(MissingTrieNode):
@@ -82,6 +99,7 @@ def test_the_cache_keeps_at_most_its_capacity() -> None:
 def test_a_cached_trie_agrees_with_py_trie(
     operations: list[tuple[str, bytes, bytes]], prune: bool
 ) -> None:
+    TRIE_NODES.clear()
     plain = HexaryTrie(MemoryDB(), prune=prune)
     cached = CachedHexaryTrie(MemoryDB(), prune=prune)
     for operation, key, value in operations:
@@ -138,6 +156,7 @@ def apply_account_operation(
 def test_the_cached_account_database_computes_py_evms_state_roots(
     operations: list[tuple[str, bytes, int, int]],
 ) -> None:
+    TRIE_NODES.clear()
     plain_db, cached_db = AtomicDB(), AtomicDB()
     plain, cached = AccountDB(plain_db), CachedAccountDB(cached_db)
     for operation, address, slot, value in operations:
