@@ -1,21 +1,21 @@
 """py-evm's account and storage databases, reading trie nodes through a decoded-node cache.
 
-A validator executes every transaction several times (admission, build or
-check, commit), and each execution walks the same upper levels of the state
-trie and of the hot contracts' storage tries. py-trie reads each node from the
-database and RLP-decodes it again on every walk; the decoding was the largest
-single cost of trie access in a profile of a loaded validator.
+Every node of the devnet executes every transaction (admission, build or
+check, commit), and each execution walks the upper levels of the state trie
+and of the busy contracts' storage tries: the same nodes for every
+transaction of a block, and the nodes the previous block wrote. py-trie reads
+each of them from the database and RLP-decodes it again on every walk.
 
 A trie node is stored under the keccak hash of its encoding, so the node a
 hash names never changes: :class:`TrieNodeCache` keeps decoded nodes by hash
-([CHAIN-TRIE-CACHE.1]). py-trie changes nodes it reads in place while it
-writes, so every read returns a fresh copy and the cached node is never handed
-out. The cache is filled only by reads that a database answered, so a trie
-still raises on a node that no database of the process ever returned; a node
-one of them returned is served to all (a staged block's overlay and the
-database under it hold the same node under the same hash). Proof checks
-(:mod:`consensus.proofs`) use py-trie's own trie, never this one: a proof must
-carry every node itself.
+([CHAIN-TRIE-CACHE.1]), both those a trie wrote and those a database
+returned. py-trie changes nodes in place while it writes, so the cache keeps
+its own copy and every read gets a fresh one. A trie still raises on a node
+that no trie of the process ever wrote or read; one that some trie wrote or
+read is served to all (a staged block's overlay and the database under it
+hold the same node under the same hash, and a node no committed root reaches
+is never asked for). Proof checks (:mod:`consensus.proofs`) use py-trie's own
+trie, never this one: a proof must carry every node itself.
 
 Cache hits do not pass through py-evm's key-access logger, so the block
 witness py-evm collects (which Polder does not use) lists fewer node hashes.
@@ -74,7 +74,7 @@ class TrieNodeCache:
         return copy_node(node)
 
     def put(self, node_hash: bytes, node: list[Any]) -> None:
-        """Keep a copy of ``node``, decoded from what is stored under ``node_hash``."""
+        """Keep a copy of ``node``, the node stored under ``node_hash``."""
         self._nodes[node_hash] = copy_node(node)
 
     def clear(self) -> None:
@@ -93,7 +93,8 @@ def select_trie_node_cache(cache: TrieNodeCache) -> TrieNodeCache:
     """Make ``cache`` the process's cache and return the one it replaces.
 
     For a process that plays several nodes (the chain benchmark), so that
-    each node's reads find only what that node read, as in its own process.
+    each node's reads find only what that node wrote or read, as in its own
+    process.
     """
     global TRIE_NODES
     previous, TRIE_NODES = TRIE_NODES, cache
@@ -101,7 +102,7 @@ def select_trie_node_cache(cache: TrieNodeCache) -> TrieNodeCache:
 
 
 class CachedHexaryTrie(HexaryTrie):
-    """py-trie's hexary trie reading stored nodes through :data:`TRIE_NODES`."""
+    """py-trie's hexary trie keeping the nodes it writes and reads in :data:`TRIE_NODES`."""
 
     def get_node(self, node_hash: Any) -> Any:
         # A reference shorter than a hash is an inline node, and the blank
@@ -119,6 +120,19 @@ class CachedHexaryTrie(HexaryTrie):
         if isinstance(node, list):
             TRIE_NODES.put(node_hash, node)
         return node
+
+    def _persist_node(self, node: Any) -> Any:
+        # The next block's reads start from the nodes this one wrote.
+        key = super()._persist_node(node)
+        if type(key) is bytes and len(key) == HASH_LENGTH:
+            TRIE_NODES.put(key, node)
+        return key
+
+    def _set_raw_node(self, raw_node: Any) -> Any:
+        node_hash = super()._set_raw_node(raw_node)
+        if node_hash != BLANK_ROOT_HASH and isinstance(raw_node, list):
+            TRIE_NODES.put(node_hash, raw_node)
+        return node_hash
 
 
 class CachedStorageLookup(StorageLookup):

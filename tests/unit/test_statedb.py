@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from eth.abc import DatabaseAPI
 from eth.db.account import AccountDB
 from eth.db.atomic import AtomicDB
 from eth.db.backends.memory import MemoryDB
+from eth.db.batch import BatchDB
 from eth_hash.auto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -50,9 +52,10 @@ def test_copy_node_copies_lists_and_shares_bytes() -> None:
 
 def test_a_read_node_can_be_changed_without_changing_the_next_read() -> None:
     # py-trie changes the nodes it reads while it writes.
-    trie = CachedHexaryTrie(MemoryDB())
+    stored = HexaryTrie(MemoryDB())
     for index in range(40):
-        trie[keccak(b"%d" % index)] = b"value %d" % index
+        stored[keccak(b"%d" % index)] = b"value %d" % index
+    trie = CachedHexaryTrie(stored.db, stored.root_hash)
     first = trie.get_node(trie.root_hash)
     first[0] = b"changed"
     first.append(b"an eighteenth item")
@@ -65,17 +68,34 @@ def test_a_branch_inlined_in_its_parent_is_copied_too() -> None:
     # Short keys and values make a branch small enough (< 32 bytes encoded)
     # to sit inside its parent; py-trie changes that inner branch in place
     # when it sets and deletes under it.
-    plain, cached = HexaryTrie(MemoryDB()), CachedHexaryTrie(MemoryDB())
-    for trie in (plain, cached):
-        trie[b"\x12\x30"] = b"a"
-        trie[b"\x12\x31"] = b"b"
-    before = cached.root_hash
+    stored = HexaryTrie(MemoryDB())
+    stored[b"\x12\x30"] = b"a"
+    stored[b"\x12\x31"] = b"b"
+    before = stored.root_hash
+    plain = HexaryTrie(over(stored.db, prune=False), before)
+    cached = CachedHexaryTrie(over(stored.db, prune=False), before)
     for trie in (plain, cached):
         trie[b"\x12\x32"] = b"c"
+    middle = cached.root_hash
+    for trie in (plain, cached):
         del trie[b"\x12\x32"]
     assert cached.root_hash == plain.root_hash == before
     assert cached.get(b"\x12\x32") == plain.get(b"\x12\x32") == b""
     assert cached.get_node(before) == plain.get_node(before)
+    # The nodes of the state in between, read and written, are intact too.
+    assert CachedHexaryTrie(cached.db, middle).get(b"\x12\x32") == b"c"
+    assert cached.get_node(middle) == plain.get_node(middle)
+
+
+def test_the_nodes_a_trie_wrote_are_read_from_the_cache() -> None:
+    writer = CachedHexaryTrie(MemoryDB())
+    for index in range(200):
+        writer[keccak(b"%d" % index)] = b"value %d" % index
+    misses = TRIE_NODES.misses
+    reader = CachedHexaryTrie(writer.db, writer.root_hash)
+    for index in range(200):
+        assert reader[keccak(b"%d" % index)] == b"value %d" % index
+    assert TRIE_NODES.misses == misses
 
 
 def test_a_node_the_database_never_held_still_raises() -> None:
@@ -94,14 +114,34 @@ def test_the_cache_keeps_at_most_its_capacity() -> None:
     assert cache.get(bytes([2]) * 32) == [b"node 2"]
 
 
+def over(stored: MemoryDB, prune: bool) -> DatabaseAPI:
+    """A copy of ``stored``; a pruning trie gets it as py-evm gives it one.
+
+    py-evm's state and storage tries prune into a batch that still reads
+    through its deletes (and never applies them): pruning a database that
+    already holds nodes would delete nodes other tries still use.
+    """
+    copy = MemoryDB(dict(stored.kv_store))
+    return BatchDB(copy, read_through_deletes=True) if prune else copy
+
+
 @settings(max_examples=150, deadline=None)
-@given(operations=TRIE_OPERATIONS, prune=st.booleans())
+@given(
+    initial=st.dictionaries(KEYS, VALUES, max_size=30),
+    operations=TRIE_OPERATIONS,
+    prune=st.booleans(),
+)
 def test_a_cached_trie_agrees_with_py_trie(
-    operations: list[tuple[str, bytes, bytes]], prune: bool
+    initial: dict[bytes, bytes], operations: list[tuple[str, bytes, bytes]], prune: bool
 ) -> None:
+    # Both start from nodes that py-trie wrote, so the cached trie first
+    # reads them from the database (and then changes what it read).
+    stored = HexaryTrie(MemoryDB())
+    for key, value in initial.items():
+        stored[key] = value
     TRIE_NODES.clear()
-    plain = HexaryTrie(MemoryDB(), prune=prune)
-    cached = CachedHexaryTrie(MemoryDB(), prune=prune)
+    plain = HexaryTrie(over(stored.db, prune), stored.root_hash, prune=prune)
+    cached = CachedHexaryTrie(over(stored.db, prune), stored.root_hash, prune=prune)
     for operation, key, value in operations:
         for trie in (plain, cached):
             if operation == "set":
@@ -115,8 +155,8 @@ def test_a_cached_trie_agrees_with_py_trie(
         assert cached.root_hash == plain.root_hash
         assert cached.get(key) == plain.get(key)
     # Every node reachable from the root was written where py-trie writes it.
-    for _, key, _ in operations:
-        assert CachedHexaryTrie(plain.db, cached.root_hash).get(key) == plain.get(key)
+    for key in [*initial, *(key for _, key, _ in operations)]:
+        assert HexaryTrie(cached.db, cached.root_hash).get(key) == plain.get(key)
 
 
 ADDRESSES = st.sampled_from([bytes([index]) * 20 for index in range(1, 6)])
