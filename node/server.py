@@ -23,6 +23,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from eth.abc import BlockAPI, ReceiptAPI
 
 from consensus.errors import InvalidParams, PolderError
+from node import statedb
 from node.api import (
     EthApi,
     LogFilter,
@@ -116,6 +117,24 @@ def format_metrics(node: Node) -> str:
             "gauge",
             "Time between the last two commits",
             bft["finalityLatencySeconds"],
+        ),
+        (
+            "polder_trie_node_cache_hits_total",
+            "counter",
+            "State and storage trie nodes read from the decoded-node cache",
+            statedb.TRIE_NODES.hits,
+        ),
+        (
+            "polder_trie_node_cache_misses_total",
+            "counter",
+            "State and storage trie nodes read from the database and decoded",
+            statedb.TRIE_NODES.misses,
+        ),
+        (
+            "polder_trie_node_cache_nodes",
+            "gauge",
+            "Decoded trie nodes the cache holds",
+            len(statedb.TRIE_NODES),
         ),
     ]
     lines = []

@@ -334,6 +334,11 @@ def test_a_validators_finalize_web3_transactions_with_a_quorum_of_seals(net: Dev
     notary = observer.eth.contract(address=net.notary, abi=notary_abi)
     for key, value in recorded.items():
         assert notary.functions.values(key).call(block_identifier=last) == value
+    # every node executed those blocks reading trie nodes through its cache
+    for name in net.names:
+        metrics = get_metrics(net.url(name))
+        assert metrics["polder_trie_node_cache_hits_total"] > 0, (name, metrics)
+        assert metrics["polder_trie_node_cache_nodes"] > 0, (name, metrics)
 
 
 # -- (b) ----------------------------------------------------------------------------------------
