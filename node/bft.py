@@ -541,6 +541,10 @@ class Bft:
             block = self.chain.decode_block(raw)
             if block.number != self.chain.head.block_number + 1:
                 return None
+            if self.chain.has_staged(block.hash):
+                # This node built or checked this very block and holds its
+                # state; the seals are checked on commit ([QBFT-GOSSIP-STAGED.1]).
+                return block, self.chain.commit_built_block(block)
             return block, self.chain.import_block(self.node.mempool.reuse_decoded(block))
 
         try:

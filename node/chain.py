@@ -608,9 +608,10 @@ class Chain:
     def commit_built_block(self, block: BlockAPI) -> tuple[ReceiptAPI, ...]:
         """Persist a sealed block this node built or checked (its state is staged).
 
-        Returns its receipts.
+        Returns its receipts. A block that does not validate (too few seals,
+        say, from a peer) leaves the staged state for the real one.
         """
-        staged = self._staged.pop(block.hash, None)
+        staged = self._staged.get(block.hash)
         if staged is None:
             raise InvalidBlock(f"block #{block.number} was not built or checked here; import it")
         if block.header.parent_hash != self.head.hash:

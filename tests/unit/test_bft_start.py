@@ -1,4 +1,8 @@
-"""When the node's BFT driver starts a height: after a block sync, never during it.
+"""The node's BFT driver: when it starts a height, and how it takes a gossiped block.
+
+A height starts after a block sync, never during it ([QBFT-PERIOD.1]); a
+gossiped block this node checked already is committed from its staged state
+([QBFT-GOSSIP-STAGED.1]).
 
 The driver (``node.bft.Bft``) runs here on a real in-memory chain and pool.
 Only its surroundings are stand-ins: the peer that serves blocks, the chain
@@ -23,12 +27,15 @@ from node.mempool import Mempool
 from tests.unit.test_chain import (
     VALIDATOR_KEYS,
     address_of,
+    build,
     build_and_commit,
     fresh_key,
     make_genesis,
     record,
+    seal,
     word,
 )
+from tests.unit.test_chain import send as as_received
 
 
 class ServingPeer:
@@ -126,3 +133,55 @@ async def test_a_proposer_whose_head_moved_on_the_chain_thread_builds_nothing() 
     driver.node.run_urgent = on_the_loop  # type: ignore[method-assign]
     await driver.build(BuildBlock(height=2, round=0))
     assert [e.height for e in queued(driver) if isinstance(e, BlockBuilt)] == [2]
+
+
+def count_imports(chain: Chain) -> list[int]:
+    """Record the number of every block ``chain`` imports (re-executes) from now on."""
+    imported: list[int] = []
+    original = chain.import_block
+
+    def import_block(block: Any) -> Any:
+        imported.append(block.number)
+        return original(block)
+
+    chain.import_block = import_block  # type: ignore[method-assign]
+    return imported
+
+
+async def test_a_gossiped_block_this_node_checked_is_committed_without_executing_it_again() -> None:
+    genesis = make_genesis()
+    proposer, checker = Chain(AtomicDB(), genesis), Chain(AtomicDB(), genesis)
+    built = build(proposer, [record(fresh_key(f"g{i}"), word(i + 1), word(1)) for i in range(3)])
+    checker.check_proposal(as_received(built.block, checker), now=built.block.header.timestamp)
+    sealed = seal(proposer, built.block, VALIDATOR_KEYS[:1])
+    proposer.commit_built_block(sealed)
+    driver = make_driver(checker)
+    imported = count_imports(checker)
+
+    assert await driver.import_raw(rlp.encode(sealed))
+    assert imported == []
+    assert checker.head.hash == proposer.head.hash
+    assert checker.head.state_root == proposer.head.state_root
+    assert checker.get_header_by_number(1) == sealed.header  # with the gossiped seals
+    await driver.stop()
+
+
+async def test_a_gossiped_block_without_a_quorum_leaves_the_checked_state() -> None:
+    genesis = make_genesis(validators=4)
+    proposer, checker = Chain(AtomicDB(), genesis), Chain(AtomicDB(), genesis)
+    built = build(proposer, [record(fresh_key("q"), word(1), word(1))])
+    checker.check_proposal(as_received(built.block, checker), now=built.block.header.timestamp)
+    driver = make_driver(checker)
+    imported = count_imports(checker)
+
+    one_seal = seal(proposer, built.block, VALIDATOR_KEYS[:1])
+    assert not await driver.import_raw(rlp.encode(one_seal))
+    assert checker.head.block_number == 0
+    assert checker.has_staged(built.block.hash)
+
+    quorum = seal(proposer, built.block, VALIDATOR_KEYS[:3])
+    assert await driver.import_raw(rlp.encode(quorum))
+    assert imported == []
+    assert checker.head.block_number == 1
+    assert checker.get_header_by_number(1) == quorum.header
+    await driver.stop()
