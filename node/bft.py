@@ -392,7 +392,7 @@ class Bft:
             block = self.chain.decode_block(action.block)
             sealed = self.chain.seal_block(block, action.seals, action.round)
             if self.chain.has_staged(sealed.hash):
-                return sealed, self.chain.commit_built_block(sealed)
+                return self.chain.commit_staged_block(sealed)
             return sealed, self.chain.import_block(self.node.mempool.reuse_decoded(sealed))
 
         result = await self.node.run_urgent(persist)
@@ -542,9 +542,10 @@ class Bft:
             if block.number != self.chain.head.block_number + 1:
                 return None
             if self.chain.has_staged(block.hash):
-                # This node built or checked this very block and holds its
-                # state; the seals are checked on commit ([QBFT-GOSSIP-STAGED.1]).
-                return block, self.chain.commit_built_block(block)
+                # This node built or checked a block with this header and holds
+                # its state; the commit checks the seals and keeps the executed
+                # body, whatever body the peer sent ([QBFT-GOSSIP-STAGED.1]).
+                return self.chain.commit_staged_block(block)
             return block, self.chain.import_block(self.node.mempool.reuse_decoded(block))
 
         try:

@@ -107,6 +107,12 @@ class StagedBlock:
     """The validator set that seals the next block, read once from the post-state."""
     receipts: tuple[ReceiptAPI, ...]
     """Its receipts, as executed here."""
+    block: BlockAPI
+    """The block as built or checked here: the body that was executed.
+
+    Its hash covers the header alone, so a block that arrives later with the
+    same hash (sealed, from the decision or from a peer) may carry another
+    body; the commit keeps this one."""
 
 
 @dataclass(frozen=True)
@@ -530,7 +536,7 @@ class Chain:
             vm.get_block(), header, included, receipts
         )
         mined = vm.mine_block(block).block
-        self._keep_staged(mined.hash, StagedBlock(overlay, following, tuple(receipts)))
+        self._keep_staged(mined.hash, StagedBlock(overlay, following, tuple(receipts), mined))
         return BuiltBlock(block=mined, receipts=tuple(receipts), excluded=tuple(excluded))
 
     def seal_block(
@@ -581,7 +587,7 @@ class Chain:
             raise InvalidBlock(f"proposal #{header.block_number} rejected: {exc}") from exc
         validate_receipts_succeeded(block, receipts)
         following = self._validate_next_validators(header, evm.get_vm(header).state)
-        self._keep_staged(block.hash, StagedBlock(overlay, following, tuple(receipts)))
+        self._keep_staged(block.hash, StagedBlock(overlay, following, tuple(receipts), block))
 
     def validate_body_rules(self, block: BlockAPI) -> None:
         """Polder's per-transaction block rules beyond the EVM's ([CHAIN-DEPLOY.1])."""
@@ -608,14 +614,26 @@ class Chain:
     def commit_built_block(self, block: BlockAPI) -> tuple[ReceiptAPI, ...]:
         """Persist a sealed block this node built or checked (its state is staged).
 
-        Returns its receipts. A block that does not validate (too few seals,
-        say, from a peer) leaves the staged state for the real one.
+        Returns its receipts; :meth:`commit_staged_block` also returns the block.
+        """
+        return self.commit_staged_block(block)[1]
+
+    def commit_staged_block(self, block: BlockAPI) -> tuple[BlockAPI, tuple[ReceiptAPI, ...]]:
+        """Persist the staged block with ``block``'s header; return it and its receipts.
+
+        ``block`` brings the header with its seals and round, which are
+        checked here; the body is the one this node executed, whatever body
+        ``block`` carries: the hash covers the header alone, and the header's
+        roots commit to the executed body ([QBFT-GOSSIP-STAGED.1]). A header
+        that does not validate (too few seals, say, from a peer) leaves the
+        staged state for the real one.
         """
         staged = self._staged.get(block.hash)
         if staged is None:
             raise InvalidBlock(f"block #{block.number} was not built or checked here; import it")
         if block.header.parent_hash != self.head.hash:
             raise InvalidBlock(f"block #{block.number} no longer extends the head")
+        block = staged.block.copy(header=block.header)
         evm = self._wrap(self._chain_class(AtomicDB(staged.overlay)))
         try:
             evm.persist_block(block, perform_validation=True)
@@ -627,7 +645,7 @@ class Chain:
         self._commit(staged.overlay)
         self._sets = sets
         self._staged.clear()
-        return staged.receipts
+        return block, staged.receipts
 
     def import_block(self, block: BlockAPI) -> tuple[ReceiptAPI, ...]:
         """Validate, execute and persist a sealed block from elsewhere; return its receipts.

@@ -17,8 +17,10 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import rlp
 from eth.db.atomic import AtomicDB
+from eth.exceptions import TransactionNotFound
 
 from consensus.qbft import BlockBuilt, BuildBlock, Start
 from node.bft import Bft
@@ -184,4 +186,37 @@ async def test_a_gossiped_block_without_a_quorum_leaves_the_checked_state() -> N
     assert imported == []
     assert checker.head.block_number == 1
     assert checker.get_header_by_number(1) == quorum.header
+    await driver.stop()
+
+
+async def test_a_gossiped_header_with_another_body_commits_the_executed_body() -> None:
+    # The block hash covers the header alone: a peer can send the real
+    # sealed header with any body.
+    genesis = make_genesis()
+    proposer, checker = Chain(AtomicDB(), genesis), Chain(AtomicDB(), genesis)
+    real = [record(fresh_key(f"b{i}"), word(i + 1), word(1)) for i in range(2)]
+    built = build(proposer, real)
+    checker.check_proposal(as_received(built.block, checker), now=built.block.header.timestamp)
+    sealed = seal(proposer, built.block, VALIDATOR_KEYS[:1])
+    other = record(fresh_key("not in the block"), word(9), word(9))
+    for body in ((), (other,), (real[1], real[0])):
+        assert sealed.copy(transactions=body).hash == sealed.hash
+    driver = make_driver(checker)
+    imported = count_imports(checker)
+    relayed: list[bytes] = []
+
+    async def relay(kind: str, payload: bytes) -> None:
+        if kind == "block":
+            relayed.append(payload)
+
+    driver.broadcast = relay
+    assert await driver.import_raw(rlp.encode(sealed.copy(transactions=(other,))))
+    assert imported == []
+    committed = checker.get_block(checker.head)
+    assert [t.hash for t in committed.transactions] == [t.hash for t in real]
+    assert relayed == [rlp.encode(sealed)]  # peers get the executed body too
+    assert checker.get_transaction_location(real[1].hash).index == 1
+    with pytest.raises(TransactionNotFound):
+        checker.get_transaction_location(other.hash)
+    assert checker.head.state_root == built.block.header.state_root
     await driver.stop()
