@@ -333,8 +333,16 @@ class Bft:
 
     async def build(self, action: BuildBlock) -> None:
         def build() -> BlockBuilt | None:
-            if self.chain.head.block_number + 1 != action.height:
+            head = self.chain.head
+            if head.block_number + 1 != action.height:
                 return None  # a synced or gossiped block got there first
+            if not self.node.mempool.follows(head):
+                # The head's own after_commit has not refreshed the pool yet
+                # (a gossiped block and the decision raced): the pool still
+                # holds the head's transactions, and leaving them out as
+                # "nonce too low" would drop their senders' later ones.
+                for tx_hash, reason in self.node.mempool.on_new_head(self.chain.get_block(head)):
+                    log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
             budget = compute_block_budget(self.check_cost, self.params.request_timeout)
             built = self.chain.build_block(
                 self.node.mempool.select()[:budget],

@@ -86,6 +86,8 @@ class Mempool:
         """sender -> its nonce in the state of block ``_nonces_at`` ([MEMPOOL-NONCES.1]),
         least recently used first."""
         self._nonces_at = b""
+        self._followed = chain.head.hash
+        """The head whose block :meth:`on_new_head` last took in (see :meth:`follows`)."""
         self._pending_authorizations = False
         """A set-code transaction is in the pending state (see :meth:`get_head_nonce`)."""
         self._vm, self._header = self._open_pending_state()
@@ -108,6 +110,10 @@ class Mempool:
     def get_pending_transaction(self, tx_hash: bytes) -> SignedTransactionAPI | None:
         pending = self._pool.get(tx_hash)
         return pending.transaction if pending else None
+
+    def follows(self, head: BlockHeaderAPI) -> bool:
+        """Whether the pool took in ``head``'s block: nothing it holds is in a block."""
+        return head.hash == self._followed
 
     def select(self) -> list[SignedTransactionAPI]:
         """Return pending transactions in admission order (a valid execution order)."""
@@ -238,7 +244,11 @@ class Mempool:
         Returns the dropped (hash, reason). The rest stays without being
         re-run ([MEMPOOL-HEAD.1]): only the nonces are checked against the
         new head, and the pending state starts again from the head alone.
+        A block taken in already changes nothing.
         """
+        if block.hash == self._followed:
+            return []
+        self._followed = block.hash
         self._advance_head_nonces(block)
         included = {tx.hash for tx in block.transactions}
         return self._restart([p for h, p in self._pool.items() if h not in included])

@@ -220,3 +220,27 @@ async def test_a_gossiped_header_with_another_body_commits_the_executed_body() -
         checker.get_transaction_location(other.hash)
     assert checker.head.state_root == built.block.header.state_root
     await driver.stop()
+
+
+async def test_a_build_first_brings_the_pool_to_the_head() -> None:
+    """[MEMPOOL-HEAD.1]: the pool follows the head before a build selects from it."""
+    chain = Chain(AtomicDB(), make_genesis())
+    driver = make_driver(chain)
+    pool = driver.node.mempool
+    sender = fresh_key("chain of nonces")
+    first, later = (record(sender, word(n + 1), word(1), nonce=n) for n in range(2))
+    for transaction in (first, later):
+        pool.add(transaction.encode())
+    # The head moves (a gossiped block committed) before its after_commit
+    # refreshed the pool: the pool still holds the head's transaction.
+    build_and_commit(chain, [first])
+    assert pool.get_pending_transaction(first.hash) is not None
+
+    await driver.build(BuildBlock(height=2, round=0))
+    [built] = [e for e in queued(driver) if isinstance(e, BlockBuilt)]
+    block = chain.decode_block(built.block)
+    assert [t.hash for t in block.transactions] == [later.hash]
+    assert pool.get_pending_transaction(first.hash) is None
+    assert pool.get_pending_transaction(later.hash) is not None  # waits for its block
+    assert pool.on_new_head(chain.get_block(chain.head)) == []  # the late refresh: nothing
+    await driver.stop()
