@@ -516,10 +516,17 @@ class Chain:
         receipts: list[ReceiptAPI] = []
         excluded: list[Excluded] = []
         deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+        # Senders with a transaction left for the next block: their later nonces
+        # wait too, rather than fail as "nonce too high" and be reported as
+        # invalid (the pool would then drop them and everything after them).
+        held_back: set[bytes] = set()
         for transaction in transactions:
             if deadline is not None and time.perf_counter() > deadline:
                 break  # the rest waits for the next block
+            if held_back and transaction.sender in held_back:
+                continue
             if transaction.gas > header.gas_limit - header.gas_used:
+                held_back.add(transaction.sender)
                 continue  # stays in the mempool for the next block
             try:
                 header, receipt = apply_transaction(vm, header, transaction, self.genesis.admins)

@@ -504,6 +504,21 @@ def test_failed_import_keeps_the_block_being_built(chain: Chain, other_node: Cha
     assert chain.get_state(chain.head).get_storage(NOTARY, COUNT_SLOT) == 1
 
 
+def test_a_sender_whose_transaction_waits_for_gas_waits_whole() -> None:
+    """A transaction that does not fit holds back its sender's later nonces, unreported."""
+    chain = Chain(AtomicDB(), make_genesis(gas_limit=250_000))
+    waiting = fresh_key("waits for gas")
+    first = record(fresh_key("fits"), word(1), word(1))
+    too_big = sign_transaction(
+        waiting, to=NOTARY, data=RECORD_SELECTOR + word(2) + word(2), gas=200_000
+    )
+    later = record(waiting, word(3), word(3), nonce=1)
+    other = record(fresh_key("fits too"), word(4), word(4))
+    built = build(chain, [first, too_big, later, other])
+    assert [t.hash for t in built.block.transactions] == [first.hash, other.hash]
+    assert built.excluded == ()
+
+
 def read_receipts_from_disk(chain: Chain, number: int) -> tuple[Any, ...]:
     """The receipts of block ``number`` decoded from its receipt trie, by a fresh database view."""
     header = chain.get_header_by_number(number)
