@@ -398,16 +398,25 @@ class Bft:
             if self.chain.head.block_number >= action.height:
                 return None  # already imported through gossip or sync
             block = self.chain.decode_block(action.block)
-            sealed = self.chain.seal_block(block, action.seals, action.round)
-            if self.chain.has_staged(sealed.hash):
-                return self.chain.commit_staged_block(sealed)
-            return sealed, self.chain.import_block(self.node.mempool.reuse_decoded(sealed))
+            return self.persist_sealed(self.chain.seal_block(block, action.seals, action.round))
 
         result = await self.node.run_urgent(persist)
         if result is not None:
             await self.after_commit(*result)
         else:
             self.schedule_start(self.chain.head.block_number + 1)
+
+    def persist_sealed(self, block: BlockAPI) -> tuple[BlockAPI, tuple[ReceiptAPI, ...]]:
+        """Persist a sealed next block, decided here or from a peer; return it and its receipts.
+
+        If this node built or checked a block with this header, it holds the
+        state: the commit checks the seals and keeps the executed body,
+        whatever body arrived ([QBFT-GOSSIP-STAGED.1]). Otherwise the block
+        is imported (executed).
+        """
+        if self.chain.has_staged(block.hash):
+            return self.chain.commit_staged_block(block)
+        return block, self.chain.import_block(self.node.mempool.reuse_decoded(block))
 
     async def after_commit(self, block: BlockAPI, receipts: tuple[ReceiptAPI, ...]) -> None:
         """Everything that follows a new head, however it arrived."""
@@ -549,12 +558,7 @@ class Bft:
             block = self.chain.decode_block(raw)
             if block.number != self.chain.head.block_number + 1:
                 return None
-            if self.chain.has_staged(block.hash):
-                # This node built or checked a block with this header and holds
-                # its state; the commit checks the seals and keeps the executed
-                # body, whatever body the peer sent ([QBFT-GOSSIP-STAGED.1]).
-                return self.chain.commit_staged_block(block)
-            return block, self.chain.import_block(self.node.mempool.reuse_decoded(block))
+            return self.persist_sealed(block)
 
         try:
             result = await self.node.run_urgent(do_import)
