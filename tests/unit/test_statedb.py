@@ -1,4 +1,6 @@
-"""The decoded trie-node cache (node/statedb.py, [CHAIN-TRIE-CACHE.1]).
+"""The decoded trie-node cache and the node encoder of node/statedb.py.
+
+[CHAIN-TRIE-CACHE.1] and [CHAIN-TRIE-ENCODE.1].
 
 Every test compares against py-evm's and py-trie's own classes on the same
 operations: the cache may change how long a read takes, never what it returns
@@ -10,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import rlp
 from eth.abc import DatabaseAPI
 from eth.db.account import AccountDB
 from eth.db.atomic import AtomicDB
@@ -19,9 +22,17 @@ from eth_hash.auto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from trie import HexaryTrie
-from trie.exceptions import MissingTrieNode
+from trie.exceptions import MissingTrieNode, ValidationError
+from trie.validation import validate_is_node
 
-from node.statedb import TRIE_NODES, CachedAccountDB, CachedHexaryTrie, TrieNodeCache, copy_node
+from node.statedb import (
+    TRIE_NODES,
+    CachedAccountDB,
+    CachedHexaryTrie,
+    TrieNodeCache,
+    copy_node,
+    encode_trie_node,
+)
 
 KEYS = st.binary(min_size=1, max_size=4)
 """Short keys, so that changes share paths and meet the same nodes again."""
@@ -32,12 +43,64 @@ TRIE_OPERATIONS = st.lists(
 )
 
 
+PATHS = st.binary(min_size=1, max_size=33)
+LEAF_VALUES = st.binary(max_size=130)
+"""Up to 130 bytes: both one-byte and longer RLP length prefixes."""
+CHILDREN = st.one_of(st.just(b""), st.binary(min_size=32, max_size=32))
+
+
+def trie_nodes(children: st.SearchStrategy[object]) -> st.SearchStrategy[list[object]]:
+    """Leaves, extensions and branches whose inlined children come from ``children``."""
+    return st.one_of(
+        st.lists(st.one_of(PATHS, LEAF_VALUES), min_size=2, max_size=2),
+        st.tuples(PATHS, children).map(list),
+        st.tuples(st.lists(children, min_size=16, max_size=16), LEAF_VALUES).map(
+            lambda parts: [*parts[0], parts[1]]
+        ),
+    )
+
+
+NODES = st.recursive(trie_nodes(CHILDREN), lambda inner: trie_nodes(st.one_of(CHILDREN, inner)))
+NOT_NODES = st.one_of(
+    st.lists(st.binary(max_size=3), min_size=3, max_size=16),  # neither 2 nor 17 items
+    st.tuples(PATHS, st.integers()).map(list),  # a value that is not bytes
+    st.tuples(st.integers(), PATHS).map(list),  # a path that is not bytes
+    st.tuples(st.binary(min_size=1, max_size=31), LEAF_VALUES).map(
+        lambda parts: [parts[0], *([b""] * 15), parts[1]]  # a child hash of the wrong length
+    ),
+    st.lists(st.just(b""), min_size=16, max_size=16).map(lambda items: [*items, 5]),
+)
+
+
 @pytest.fixture(autouse=True)
 def empty_cache() -> Iterator[None]:
     """Each test starts from an empty process cache, as a new node does."""
     TRIE_NODES.clear()
     yield
     TRIE_NODES.clear()
+
+
+@settings(max_examples=400)
+@given(node=NODES)
+def test_a_trie_node_encodes_as_rlp_encodes_it(node: list[object]) -> None:
+    # [CHAIN-TRIE-ENCODE.1]
+    assert encode_trie_node(node) == rlp.encode(node)
+
+
+@given(node=NOT_NODES)
+def test_what_py_trie_refuses_as_a_node_is_refused(node: list[object]) -> None:
+    with pytest.raises(ValidationError):
+        validate_is_node(node)
+    with pytest.raises(ValidationError):
+        encode_trie_node(node)
+
+
+def test_long_payloads_get_a_length_of_length_prefix() -> None:
+    for size in (55, 56, 255, 256, 70_000):
+        leaf = [b"\x20", b"v" * size]
+        assert encode_trie_node(leaf) == rlp.encode(leaf)
+    with pytest.raises(ValidationError):
+        encode_trie_node((b"\x20", b"v"))  # type: ignore[arg-type]
 
 
 def test_copy_node_copies_lists_and_shares_bytes() -> None:
@@ -157,6 +220,17 @@ def test_a_cached_trie_agrees_with_py_trie(
     # Every node reachable from the root was written where py-trie writes it.
     for key in [*initial, *(key for _, key, _ in operations)]:
         assert HexaryTrie(cached.db, cached.root_hash).get(key) == plain.get(key)
+    # And the same nodes were written and pruned, under the same hashes.
+    assert get_contents(cached.db) == get_contents(plain.db)
+
+
+def get_contents(db: DatabaseAPI) -> object:
+    """What a trie left in ``db``: all of a memory database, a batch's writes and deletes."""
+    if isinstance(db, BatchDB):
+        diff = db.diff()
+        return dict(diff.pending_items()), set(diff.deleted_keys())
+    assert isinstance(db, MemoryDB)
+    return db.kv_store
 
 
 ADDRESSES = st.sampled_from([bytes([index]) * 20 for index in range(1, 6)])
