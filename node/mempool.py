@@ -32,6 +32,7 @@ from dataclasses import dataclass, replace
 
 from eth.abc import BlockAPI, BlockHeaderAPI, SignedTransactionAPI, VirtualMachineAPI
 from eth.constants import EMPTY_SHA3
+from eth.exceptions import HeaderNotFound
 from eth.vm.forks.prague.constants import SET_CODE_TRANSACTION_TYPE
 from eth_typing import Address
 from eth_utils import encode_hex
@@ -54,6 +55,9 @@ class MempoolLimits:
 
 MAX_HEAD_NONCES = 200_000
 """Senders whose head nonce the pool keeps; beyond that the least recently used goes."""
+MAX_MISSED_BLOCKS = 16
+"""Blocks a new head's refresh reads back to take in those it was not told of (see
+:meth:`Mempool.on_new_head`); beyond that it drops by nonce alone."""
 
 
 @dataclass(frozen=True)
@@ -245,13 +249,39 @@ class Mempool:
         re-run ([MEMPOOL-HEAD.1]): only the nonces are checked against the
         new head, and the pending state starts again from the head alone.
         A block taken in already changes nothing.
+
+        The chain's head may be past ``block`` by then (the next block was
+        imported before this refresh ran), or ``block`` may not be the child
+        of the last block taken in: every committed block since that one is
+        then taken in, so that what they included is forgotten as included,
+        not dropped as "nonce too low" ([MEMPOOL-HEAD.1]).
         """
-        if block.hash == self._followed:
+        head = self.chain.head
+        if self._followed in (block.hash, head.hash):
             return []
-        self._followed = block.hash
-        self._advance_head_nonces(block)
-        included = {tx.hash for tx in block.transactions}
+        blocks = [block]
+        if block.hash != head.hash or block.header.parent_hash != self._followed:
+            blocks = self._get_blocks_since_followed(head) or blocks
+        included: set[bytes] = set()
+        for taken in blocks:
+            self._advance_head_nonces(taken)
+            included.update(tx.hash for tx in taken.transactions)
+        self._followed = blocks[-1].hash
         return self._restart([p for h, p in self._pool.items() if h not in included])
+
+    def _get_blocks_since_followed(self, head: BlockHeaderAPI) -> list[BlockAPI]:
+        """The committed blocks after the last one taken in, up to ``head``; none if too many."""
+        try:
+            followed = self.chain.get_header_by_hash(self._followed)
+        except HeaderNotFound:
+            return []
+        missed = head.block_number - followed.block_number
+        if not 0 < missed <= MAX_MISSED_BLOCKS or not self.chain.is_canonical(followed):
+            return []
+        return [
+            self.chain.get_block(self.chain.get_header_by_number(number))
+            for number in range(followed.block_number + 1, head.block_number + 1)
+        ]
 
     def _advance_head_nonces(self, block: BlockAPI) -> None:
         """Carry the kept head nonces over ``block``, the child of the block they were read at.

@@ -149,15 +149,42 @@ def test_head_nonces_follow_a_block_the_pool_did_not_know(chain: Chain) -> None:
     pool.add(record(ALICE, word(3), word(7), nonce=1).encode())
 
 
-def test_head_nonces_are_read_again_after_a_sync(chain: Chain) -> None:
+def test_head_nonces_are_read_again_after_a_long_sync(
+    chain: Chain, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mempool_module, "MAX_MISSED_BLOCKS", 1)
     pool = Mempool(chain)
     waiting = record(ALICE, word(1), word(7))
     pool.add(waiting.encode())
-    # A sync imports two blocks; the pool hears only of the last.
+    # A sync imports two blocks, more than the pool reads back; it hears only of the last.
     build_and_commit(chain, [waiting])
     _, last = build_and_commit(chain, [record(BOB, word(2), word(7))])
     assert dict(pool.on_new_head(last)) == {waiting.hash: "nonce too low: 0, next is 1"}
     assert len(pool) == 0
+    with pytest.raises(InvalidTransaction, match="nonce too low: 0, next is 1"):
+        pool.add(record(ALICE, word(3), word(7)).encode())
+
+
+def test_blocks_the_pool_was_not_told_of_are_taken_in_as_included(chain: Chain) -> None:
+    # [MEMPOOL-HEAD.1] The next block was imported before the refresh for
+    # this one ran (a gossiped block and a decision racing): the refresh
+    # takes in both, and drops nothing that a block included.
+    pool = Mempool(chain)
+    first, second = record(ALICE, word(1), word(7)), record(BOB, word(2), word(7))
+    later = record(BOB, word(3), word(7), nonce=1)
+    for tx in (first, second, later):
+        pool.add(tx.encode(), dry_run=False)
+    _, block = build_and_commit(chain, [first])
+    _, next_block = build_and_commit(chain, [second])
+    assert pool.on_new_head(block) == []
+    assert pool.select() == [later]
+    assert pool.follows(next_block.header)
+    assert pool.on_new_head(next_block) == []  # its own refresh, late: nothing left to do
+    assert pool.select() == [later]
+    # Alice's nonce moved with the block that included her transaction.
+    with pytest.raises(InvalidTransaction, match="nonce too low: 0, next is 1"):
+        pool.add(record(ALICE, word(4), word(7)).encode())
+    pool.add(record(ALICE, word(4), word(7), nonce=1).encode())
 
 
 def set_code(sender: bytes, authority: bytes, authority_nonce: int, to: bytes = NOTARY) -> bytes:
