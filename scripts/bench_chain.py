@@ -8,6 +8,12 @@ nonce 0, zero gas price):
 * ``notary``: ``Notary.record(key, value)``, which stores 32 bytes, bumps a
   counter and emits an event, from zero-balance senders, as a voter would.
 
+After the notary blocks, node A's pool admits more notary calls from fresh
+senders, timed per transaction: as a gossiped copy (decode, sender recovery,
+static and nonce checks) and as a transaction sent to this node's RPC (the
+same plus the dry run against the pending state). With the build and import
+times, that is what every transaction costs the devnet's nodes.
+
 All transactions are signed and decoded before any timing starts; recovering
 their senders happens inside ``build_block`` and counts. Node A builds each
 block (``build_block``), seals it with its single validator key and commits
@@ -53,6 +59,7 @@ from consensus.genesis import Genesis, decode_genesis
 from contracts.loader import load_artifact
 from node.chain import Chain
 from node.db import LevelDB
+from node.mempool import Mempool
 from node.statedb import TRIE_NODE_CACHE_SIZE, TrieNodeCache, select_trie_node_cache
 
 CHAIN_ID = 5262404
@@ -68,6 +75,8 @@ NOTARY = bytes(18) + b"\x01\x00"
 RECORD_SELECTOR = keccak(b"record(bytes32,bytes32)")[:4]
 VALIDATOR_KEY = keccak(b"polder bench validator")
 WORKLOADS = ("transfer", "notary")
+ADMISSION_TXS = 1000
+"""Notary calls admitted into a pool, per kind of admission."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +98,18 @@ class Result:
     build_commit_tps: float
     """Transactions per second over build + seal + commit."""
     import_tps: float
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Mean milliseconds to admit one notary call from a fresh sender into a pool."""
+
+    transactions: int
+    """Calls admitted of each kind."""
+    gossiped_ms: float
+    """A copy a peer gossiped: decode, sender recovery, static and nonce checks."""
+    dry_run_ms: float
+    """A call sent to this node's RPC: the same and a dry run on the pending state."""
 
 
 def address_of(private_key: bytes) -> bytes:
@@ -138,10 +159,13 @@ def sign(private_key: bytes, to: bytes, data: bytes, value: int, gas: int) -> by
     return raw
 
 
-def sign_workload(workload: str, count: int) -> list[bytes]:
-    """Raw signed transactions of ``workload``, each from its own fresh sender."""
+def sign_workload(workload: str, count: int, first: int = 0) -> list[bytes]:
+    """Raw signed transactions of ``workload``, each from its own fresh sender.
+
+    The senders are numbered from ``first``.
+    """
     raws = []
-    for index in range(count):
+    for index in range(first, first + count):
         key = sender_key(workload, index)
         if workload == "transfer":
             recipient = keccak(b"polder bench recipient %d" % index)[:20]
@@ -204,9 +228,23 @@ def run_block(
     )
 
 
+def measure_admission(chain: Chain, first_sender: int) -> Admission:
+    """Admit notary calls from fresh senders into two pools on ``chain``'s head."""
+    raws = sign_workload("notary", 2 * ADMISSION_TXS, first=first_sender)
+    timings = []
+    for dry_run, part in ((False, raws[:ADMISSION_TXS]), (True, raws[ADMISSION_TXS:])):
+        pool = Mempool(chain)
+        started = time.perf_counter()
+        for raw in part:
+            pool.add(raw, dry_run=dry_run)
+        timings.append((time.perf_counter() - started) / len(part))
+    return Admission(ADMISSION_TXS, timings[0] * 1000, timings[1] * 1000)
+
+
 def run_workload(
     workload: str, genesis: Genesis, sizes: Sequence[int], blocks: int, workdir: pathlib.Path
-) -> list[Result]:
+) -> tuple[list[Result], Admission | None]:
+    """Build and import ``blocks`` blocks of each size; after notary blocks, time admission."""
     raws = sign_workload(workload, blocks * sum(sizes))
     results = []
     with (
@@ -240,7 +278,9 @@ def run_workload(
                     import_tps=size / imported,
                 )
             )
-    return results
+        select_trie_node_cache(caches.a)
+        admission = measure_admission(a, len(raws)) if workload == "notary" else None
+    return results, admission
 
 
 def release_closed_databases() -> None:
@@ -287,7 +327,12 @@ def format_machine(machine: dict[str, Any]) -> str:
     )
 
 
-def format_report(machine: dict[str, Any], results: Sequence[Result], gas_limit: int) -> str:
+def format_report(
+    machine: dict[str, Any],
+    results: Sequence[Result],
+    admission: Admission | None,
+    gas_limit: int,
+) -> str:
     lines = [
         format_machine(machine),
         f"software: py-evm {machine['py-evm']}, coincurve {machine['coincurve']}, "
@@ -303,6 +348,13 @@ def format_report(machine: dict[str, Any], results: Sequence[Result], gas_limit:
             f"{r.build_s * 1000:>9.0f} {r.commit_s * 1000:>9.1f} {r.import_s * 1000:>9.0f} "
             f"{r.build_commit_tps:>17.0f} {r.import_tps:>11.0f}"
         )
+    if admission is not None:
+        lines += [
+            "",
+            f"admission of {admission.transactions:,} notary calls from fresh senders into a pool:",
+            f"  a gossiped copy (decode, sender, nonce): {admission.gossiped_ms:6.3f} ms/tx",
+            f"  sent to this node's RPC (and a dry run): {admission.dry_run_ms:6.3f} ms/tx",
+        ]
     lines.append("")
     lines.append(
         f"target: >= {TARGET_CALLS_PER_SECOND} contract-call (notary) tx/s built and committed"
@@ -346,14 +398,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     genesis = make_genesis(args.blocks * sum(args.sizes), gas_limit)
     machine = get_machine()
     results: list[Result] = []
+    admission = None
     with tempfile.TemporaryDirectory(prefix="polder-bench-") as workdir:
         for workload in WORKLOADS:
             print(f"running {workload} ...", file=sys.stderr, flush=True)
-            results += run_workload(
+            workload_results, measured = run_workload(
                 workload, genesis, args.sizes, args.blocks, pathlib.Path(workdir)
             )
+            results += workload_results
+            admission = measured or admission
     release_closed_databases()
-    print(format_report(machine, results, gas_limit))
+    print(format_report(machine, results, admission, gas_limit))
     print(f"\n(total run time {time.perf_counter() - started:.0f} s)")
     if args.json:
         figures = {
@@ -361,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "gas_limit": gas_limit,
             "target_calls_per_second": TARGET_CALLS_PER_SECOND,
             "results": [asdict(r) for r in results],
+            "admission": asdict(admission) if admission else None,
         }
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     return 0
