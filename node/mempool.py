@@ -261,16 +261,21 @@ class Mempool:
             return []
         blocks = [block]
         if block.hash != head.hash or block.header.parent_hash != self._followed:
-            blocks = self._get_blocks_since_followed(head) or blocks
+            blocks = self._get_blocks_since_followed(head, block) or blocks
         included: set[bytes] = set()
         for taken in blocks:
             self._advance_head_nonces(taken)
             included.update(tx.hash for tx in taken.transactions)
-        self._followed = blocks[-1].hash
+        # Whatever else a block up to the head included, its nonce is used:
+        # the restart drops it, so after it the pool has taken in the head.
+        self._followed = head.hash
         return self._restart([p for h, p in self._pool.items() if h not in included])
 
-    def _get_blocks_since_followed(self, head: BlockHeaderAPI) -> list[BlockAPI]:
-        """The committed blocks after the last one taken in, up to ``head``; none if too many."""
+    def _get_blocks_since_followed(self, head: BlockHeaderAPI, given: BlockAPI) -> list[BlockAPI]:
+        """The committed blocks after the last one taken in, up to ``head``; none if too many.
+
+        ``given`` is used for its own height: its senders are recovered.
+        """
         try:
             followed = self.chain.get_header_by_hash(self._followed)
         except HeaderNotFound:
@@ -278,9 +283,13 @@ class Mempool:
         missed = head.block_number - followed.block_number
         if not 0 < missed <= MAX_MISSED_BLOCKS or not self.chain.is_canonical(followed):
             return []
-        return [
-            self.chain.get_block(self.chain.get_header_by_number(number))
+        headers = [
+            self.chain.get_header_by_number(number)
             for number in range(followed.block_number + 1, head.block_number + 1)
+        ]
+        return [
+            given if header.hash == given.hash else self.chain.get_block(header)
+            for header in headers
         ]
 
     def _advance_head_nonces(self, block: BlockAPI) -> None:

@@ -161,6 +161,7 @@ def test_head_nonces_are_read_again_after_a_long_sync(
     _, last = build_and_commit(chain, [record(BOB, word(2), word(7))])
     assert dict(pool.on_new_head(last)) == {waiting.hash: "nonce too low: 0, next is 1"}
     assert len(pool) == 0
+    assert pool.follows(chain.head)
     with pytest.raises(InvalidTransaction, match="nonce too low: 0, next is 1"):
         pool.add(record(ALICE, word(3), word(7)).encode())
 
