@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
 import rlp
+from eth._utils.db import get_parent_header
 from eth.abc import (
     AtomicDatabaseAPI,
     BlockAPI,
@@ -42,16 +43,19 @@ from eth.abc import (
 )
 from eth.chains.base import MiningChain
 from eth.consensus.context import ConsensusContext
+from eth.constants import MAX_UNCLES
 from eth.db.chain import ChainDB
 from eth.exceptions import HeaderNotFound
-from eth.validation import validate_word
+from eth.validation import validate_length_lte, validate_word
 from eth.vm.forks.prague import PragueVM
 from eth.vm.forks.prague.blocks import PragueBlock, PragueBlockHeader
 from eth.vm.forks.prague.computation import PragueComputation
 from eth.vm.forks.prague.headers import create_prague_header_from_parent
 from eth.vm.forks.prague.state import PragueState
+from eth_hash.auto import keccak
 from eth_typing import Address, BlockNumber, Hash32
 from eth_utils import ValidationError, encode_hex
+from lru import LRU
 
 from consensus.errors import InvalidBlock
 from consensus.seal import (
@@ -62,10 +66,12 @@ from consensus.seal import (
     validate_validator_set,
 )
 from node.precompiles import PRECOMPILE_ADDRESS, run_poll_crypto
-from node.statedb import CachedAccountDB
+from node.statedb import CachedAccountDB, compute_ordered_trie
 
 REMEMBERED_RECEIPT_LISTS = 8
 """Receipt lists a :class:`PolderChainDB` keeps: a few staged blocks' worth."""
+REMEMBERED_TRANSACTION_TRIES = 16
+"""Transaction tries :class:`PolderVM` keeps, by the transactions' hashes."""
 
 
 def copy_sharing_fields(obj: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -247,6 +253,13 @@ class PolderState(PragueState):
     computation_class = PolderComputation
 
 
+TRANSACTION_TRIES: LRU[tuple[Hash32, ...], tuple[Hash32, dict[Hash32, bytes]]] = LRU(
+    REMEMBERED_TRANSACTION_TRIES
+)
+"""Transaction tries (root, nodes) by the transactions' hashes (see
+:meth:`PolderVM.compute_transaction_root`)."""
+
+
 class PolderVM(PragueVM):
     """Prague execution with Polder's header, base-fee and seal rules and PollCrypto."""
 
@@ -266,13 +279,79 @@ class PolderVM(PragueVM):
         receipts: Sequence[ReceiptAPI],
         withdrawals: Sequence[WithdrawalAPI] | None = None,
     ) -> BlockAPI:
-        """As py-evm's; the chain database also remembers ``receipts`` ([CHAIN-RECEIPTS.1])."""
-        block = super().set_block_transactions_and_withdrawals(
-            base_block, new_header, transactions, receipts, withdrawals or ()
-        )
+        """As py-evm 0.12.1b1's, with each trie built in one pass ([CHAIN-TRIE-ORDERED.1]).
+
+        The chain database also remembers ``receipts`` ([CHAIN-RECEIPTS.1]).
+        """
+        transaction_root = self.compute_transaction_root(transactions, persist=True)
+        receipt_root, receipt_nodes = compute_ordered_trie([r.encode() for r in receipts])
+        self.chaindb.persist_trie_data_dict(receipt_nodes)
+        block_fields: dict[str, Any] = {"transactions": transactions}
+        header_fields = {"transaction_root": transaction_root, "receipt_root": receipt_root}
+        if withdrawals:
+            root, nodes = compute_ordered_trie([w.encode() for w in withdrawals])
+            self.chaindb.persist_trie_data_dict(nodes)
+            block_fields["withdrawals"] = withdrawals
+            header_fields["withdrawals_root"] = root
+        block_fields["header"] = new_header.copy(**header_fields)
+        block: BlockAPI = base_block.copy(**block_fields)
         if isinstance(self.chaindb, PolderChainDB):
             self.chaindb.remember_receipts(block.header.receipt_root, receipts)
         return block
+
+    def compute_transaction_root(
+        self, transactions: Sequence[SignedTransactionAPI], *, persist: bool = False
+    ) -> Hash32:
+        """The transactions' trie root; with ``persist``, its nodes go to this VM's database.
+
+        Kept by the transactions' hashes (each the keccak of its encoding), so
+        the check in :meth:`validate_block` that follows every execution
+        does not build it again, as py-evm's memo spared it. The nodes are
+        kept too: the same transactions may be executed again on another
+        database (a proposal checked twice, another node in one process),
+        and each must store them for transaction proofs.
+        """
+        key = tuple(tx.hash for tx in transactions)
+        known = TRANSACTION_TRIES.get(key)
+        if known is None:
+            known = compute_ordered_trie([tx.encode() for tx in transactions])
+            TRANSACTION_TRIES[key] = known
+        root, nodes = known
+        if persist:
+            self.chaindb.persist_trie_data_dict(nodes)
+        return root
+
+    def validate_block(self, block: BlockAPI) -> None:
+        """As py-evm 0.12.1b1's (``VM`` and ``CancunVM``), with :meth:`compute_transaction_root`."""
+        if not isinstance(block, self.get_block_class()):
+            raise ValidationError(
+                f"This vm ({self!r}) is not equipped to validate a block of type {block!r}"
+            )
+        if block.is_genesis:
+            validate_length_lte(
+                block.header.extra_data, self.extra_data_max_bytes, title="BlockHeader.extra_data"
+            )
+        else:
+            self.validate_header(block.header, get_parent_header(block.header, self.chaindb))
+        transaction_root = self.compute_transaction_root(block.transactions)
+        if transaction_root != block.header.transaction_root:
+            raise ValidationError(
+                f"Block's transaction_root ({block.header.transaction_root!r}) "
+                f"does not match expected value: {transaction_root!r}"
+            )
+        if len(block.uncles) > MAX_UNCLES:
+            raise ValidationError(f"Blocks may have a maximum of {MAX_UNCLES} uncles.")
+        if (
+            not self.chaindb.exists(block.header.state_root)
+            and self.state.make_state_root() != block.header.state_root
+        ):
+            raise ValidationError(
+                "`state_root` does not match or was not found in the db.\n"
+                f"- state_root: {block.header.state_root!r}"
+            )
+        if keccak(rlp.encode(block.uncles)) != block.header.uncles_hash:
+            raise ValidationError("`uncles_hash` and block `uncles` do not match.")
+        self.validate_block_blobs(block)
 
     @classmethod
     def validate_gas(cls, header: BlockHeaderAPI, parent_header: BlockHeaderAPI) -> None:

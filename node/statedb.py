@@ -27,8 +27,11 @@ else about them differs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from itertools import groupby
 from typing import Any
 
+import rlp
 from eth.constants import BLANK_ROOT_HASH
 from eth.db.accesslog import KeyAccessLoggerDB
 from eth.db.account import AccountDB
@@ -43,6 +46,8 @@ from lru import LRU
 from trie import HexaryTrie
 from trie.constants import BLANK_NODE
 from trie.exceptions import ValidationError
+from trie.utils.nibbles import bytes_to_nibbles
+from trie.utils.nodes import compute_extension_key, compute_leaf_key
 
 TRIE_NODE_CACHE_SIZE = 65_536
 """Decoded nodes a process keeps: the upper levels of the state trie and of the
@@ -96,6 +101,66 @@ def encode_trie_node(node: list[Any]) -> bytes:
     else:
         raise ValidationError(f"Invalid Node: {node!r}")
     return encode_length(len(payload), 0xC0) + payload
+
+
+def compute_ordered_trie(items: Sequence[bytes]) -> tuple[Hash32, dict[Hash32, bytes]]:
+    """The root and the stored nodes of the trie of ``rlp(index) -> items[index]``.
+
+    What py-evm's ``make_trie_root_and_nodes`` returns for a block's
+    transactions, receipts or withdrawals (given their encodings), built in
+    one pass ([CHAIN-TRIE-ORDERED.1]): each node is encoded and hashed once,
+    where inserting the items one by one re-encodes the upper nodes for
+    every item. The nodes are the ones stored under their hash (every node
+    of 32 bytes or more, and the root); smaller ones sit inline in their parent.
+    """
+    if not items:
+        return BLANK_ROOT_HASH, {}
+    paths = sorted((bytes_to_nibbles(rlp.encode(index)), item) for index, item in enumerate(items))
+    nodes: dict[Hash32, bytes] = {}
+    encoded = encode_trie_node(build_subtrie(paths, 0, nodes))
+    root = Hash32(keccak(encoded))
+    nodes[root] = encoded
+    return root, nodes
+
+
+def build_subtrie(
+    paths: Sequence[tuple[tuple[int, ...], bytes]], depth: int, nodes: dict[Hash32, bytes]
+) -> list[Any]:
+    """The node holding ``paths`` (sorted, distinct), whose first ``depth`` nibbles it is under."""
+    if len(paths) == 1:
+        path, value = paths[0]
+        return [compute_leaf_key(path[depth:]), value]
+    first, last = paths[0][0], paths[-1][0]
+    shared = depth
+    while shared < min(len(first), len(last)) and first[shared] == last[shared]:
+        shared += 1
+    if shared > depth:
+        branch = build_branch(paths, shared, nodes)
+        return [compute_extension_key(first[depth:shared]), refer_to(branch, nodes)]
+    return build_branch(paths, depth, nodes)
+
+
+def build_branch(
+    paths: Sequence[tuple[tuple[int, ...], bytes]], depth: int, nodes: dict[Hash32, bytes]
+) -> list[Any]:
+    """The branch node at ``depth``: children by the next nibble, and the path ending here."""
+    branch: list[Any] = [BLANK_NODE] * BRANCH_WIDTH
+    if len(paths[0][0]) == depth:  # sorted: a path ending here comes first
+        branch[16] = paths[0][1]
+        paths = paths[1:]
+    for nibble, group in groupby(paths, key=lambda entry: entry[0][depth]):
+        branch[nibble] = refer_to(build_subtrie(list(group), depth + 1, nodes), nodes)
+    return branch
+
+
+def refer_to(node: list[Any], nodes: dict[Hash32, bytes]) -> Any:
+    """How a parent refers to ``node``: inline if its encoding is under 32 bytes, else by hash."""
+    encoded = encode_trie_node(node)
+    if len(encoded) < HASH_LENGTH:
+        return node
+    node_hash = Hash32(keccak(encoded))
+    nodes[node_hash] = encoded
+    return node_hash
 
 
 def encode_bytes(item: bytes) -> bytes:

@@ -616,6 +616,24 @@ def verify_slot(proof: dict[str, Any], index: int) -> int:
     return int.from_bytes(rlp.decode(encoded), "big") if encoded else 0
 
 
+def test_a_second_node_in_the_process_stores_the_transaction_trie_too() -> None:
+    # [CHAIN-TRIE-ORDERED.1] the transactions' trie is kept by their hashes
+    # in the process; a node that finds it kept must still store its nodes.
+    proposer, follower = Chain(AtomicDB(), make_genesis()), Chain(AtomicDB(), make_genesis())
+    transactions = [record(fresh_key(f"trie {i}"), word(i + 1), word(7)) for i in range(40)]
+    _, sealed = build_and_commit(proposer, transactions)
+    follower.import_block(send(sealed, follower))
+    for chain in (proposer, follower):
+        proof = chain.get_transaction_proof(chain.head, 33)
+        assert proof["transaction"] == transactions[33].encode()
+        proven = HexaryTrie.get_from_proof(
+            chain.head.transaction_root,
+            rlp.encode(33),
+            [rlp.decode(node) for node in proof["transactionProof"]],
+        )
+        assert proven == transactions[33].encode()
+
+
 def test_account_proof_verifies_against_the_state_root(chain: Chain) -> None:
     build_and_commit(chain, [record(fresh_key("p1"), word(1), word(11))])
     first = chain.head

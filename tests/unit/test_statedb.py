@@ -1,6 +1,6 @@
-"""The decoded trie-node cache and the node encoder of node/statedb.py.
+"""The decoded trie-node cache, the node encoder and the ordered trie of node/statedb.py.
 
-[CHAIN-TRIE-CACHE.1] and [CHAIN-TRIE-ENCODE.1].
+[CHAIN-TRIE-CACHE.1], [CHAIN-TRIE-ENCODE.1] and [CHAIN-TRIE-ORDERED.1].
 
 Every test compares against py-evm's and py-trie's own classes on the same
 operations: the cache may change how long a read takes, never what it returns
@@ -18,6 +18,7 @@ from eth.db.account import AccountDB
 from eth.db.atomic import AtomicDB
 from eth.db.backends.memory import MemoryDB
 from eth.db.batch import BatchDB
+from eth.db.trie import _make_trie_root_and_nodes
 from eth_hash.auto import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -30,6 +31,7 @@ from node.statedb import (
     CachedAccountDB,
     CachedHexaryTrie,
     TrieNodeCache,
+    compute_ordered_trie,
     copy_node,
     encode_trie_node,
 )
@@ -101,6 +103,15 @@ def test_long_payloads_get_a_length_of_length_prefix() -> None:
         assert encode_trie_node(leaf) == rlp.encode(leaf)
     with pytest.raises(ValidationError):
         encode_trie_node((b"\x20", b"v"))  # type: ignore[arg-type]
+
+
+@settings(max_examples=60, deadline=None)
+@given(items=st.lists(st.binary(min_size=1, max_size=80), max_size=300))
+def test_an_ordered_trie_is_the_one_py_evm_builds(items: list[bytes]) -> None:
+    # [CHAIN-TRIE-ORDERED.1] the same root and the same stored nodes, for up
+    # to 300 items: past index 127 the keys grow from one byte to two.
+    expected = _make_trie_root_and_nodes.__wrapped__(tuple(items))  # py-evm's, unmemoized
+    assert compute_ordered_trie(items) == expected
 
 
 def test_copy_node_copies_lists_and_shares_bytes() -> None:
