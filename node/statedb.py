@@ -113,9 +113,12 @@ def compute_ordered_trie(items: Sequence[bytes]) -> tuple[Hash32, dict[Hash32, b
     every item. The nodes are the ones stored under their hash (every node
     of 32 bytes or more, and the root); smaller ones sit inline in their parent.
     """
-    if not items:
+    # An empty item is no entry: py-trie deletes a key set to b"".
+    paths = sorted(
+        (bytes_to_nibbles(rlp.encode(index)), item) for index, item in enumerate(items) if item
+    )
+    if not paths:
         return BLANK_ROOT_HASH, {}
-    paths = sorted((bytes_to_nibbles(rlp.encode(index)), item) for index, item in enumerate(items))
     nodes: dict[Hash32, bytes] = {}
     encoded = encode_trie_node(build_subtrie(paths, 0, nodes))
     root = Hash32(keccak(encoded))
