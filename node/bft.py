@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -107,6 +107,12 @@ STATUS_INTERVAL = 2.0
 """Seconds between head announcements to peers (drives block sync)."""
 
 KIND_OWN, KIND_PEER, KIND_TIMEOUT, KIND_BUILT, KIND_CHECKED = 1, 2, 3, 4, 5
+
+
+def log_dropped(dropped: Iterable[tuple[bytes, str]]) -> None:
+    """Log each transaction the pool dropped, with why."""
+    for tx_hash, reason in dropped:
+        log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
 
 
 def encode_event(event: Event) -> tuple[int, bytes] | None:
@@ -341,8 +347,7 @@ class Bft:
                 # (a gossiped block and the decision raced): the pool still
                 # holds the head's transactions, and leaving them out as
                 # "nonce too low" would drop their senders' later ones.
-                for tx_hash, reason in self.node.mempool.on_new_head(self.chain.get_block(head)):
-                    log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
+                log_dropped(self.node.mempool.on_new_head(self.chain.get_block(head)))
             budget = compute_block_budget(self.check_cost, self.params.request_timeout)
             built = self.chain.build_block(
                 self.node.mempool.select()[:budget],
@@ -354,10 +359,11 @@ class Bft:
                 max_seconds=self.params.request_timeout * BUILD_SHARE_OF_TIMEOUT,
             )
             block = built.block
-            for tx_hash, reason in self.node.mempool.forget(
-                (excluded.tx_hash, excluded.reason) for excluded in built.excluded
-            ):
-                log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
+            log_dropped(
+                self.node.mempool.forget(
+                    (excluded.tx_hash, excluded.reason) for excluded in built.excluded
+                )
+            )
             digest = self.chain.compute_seal_digest(block, action.round)
             return BlockBuilt(action.height, action.round, rlp.encode(block), block.hash, digest)
 
@@ -430,9 +436,7 @@ class Bft:
         await self.broadcast("block", rlp.encode(block))
         await self.node.announce(block, receipts)
         await self.node.run_urgent(self.wal.truncate_before, block.number)
-        dropped = await self.node.run_urgent(self.node.mempool.on_new_head, block)
-        for tx_hash, reason in dropped:
-            log.info("dropped tx %s from the pool: %s", encode_hex(tx_hash), reason)
+        log_dropped(await self.node.run_urgent(self.node.mempool.on_new_head, block))
         self.schedule_start(block.number + 1, committed_at=now)
 
     async def report(self, action: ReportEquivocation) -> None:
